@@ -1,0 +1,33 @@
+# segtrack_ros, pip route: everything lives in .venv at the repo root (see README).
+SHELL := bash
+.SHELLFLAGS := -eo pipefail -c
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+# pip's global config on these machines names local mirrors that may be absent: hide that noise.
+PIP_QUIET := 2>&1 | { grep -v 'is ignored: it is neither' || true; }
+
+# DDS stays on this machine and parallel runs don't meet, unless the caller chose otherwise.
+export ROS_AUTOMATIC_DISCOVERY_RANGE ?= LOCALHOST
+export ROS_DOMAIN_ID ?= $(shell shuf -i 1-100 -n 1)
+export YOLO_OFFLINE ?= 1
+
+.PHONY: venv demo test model eval bench soak lint clean
+
+venv: $(STAMP)
+
+$(STAMP): requirements.txt requirements-dev.txt setup.py
+	test -x $(PY) || python3 -m venv $(VENV)
+	$(PY) -m pip install -q -r requirements.txt -r requirements-dev.txt $(PIP_QUIET)
+	$(PY) -m pip install -q --no-deps -e . $(PIP_QUIET)
+	$(PY) -c 'import rclpy, ultralytics, segtrack_ros'
+	touch $@
+
+demo: $(STAMP)
+	$(PY) -m segtrack_ros.demo
+
+test: $(STAMP)
+	$(PY) -m pytest test
+
+clean:
+	rm -rf build install log output .pytest_cache
