@@ -1,0 +1,194 @@
+"""
+Model loading, device choice, and segmentation with or without tracking, one tracker per stream.
+
+This is the only module that calls ultralytics' model API; it returns `Detections`.
+"""
+
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+import numpy as np
+
+from segtrack_ros.detections import detections_from_result
+
+BUNDLED_MODEL = Path(__file__).resolve().parent / 'data' / 'shapes-seg.pt'
+MODES = ('predict', 'track')
+
+
+class SegmenterError(Exception):
+    """A model or device that cannot be used; the message names the value and the fix."""
+
+
+@dataclass(frozen=True)
+class SegmenterConfig:
+    """
+    Everything that decides what the segmenter returns.
+
+    >>> Segmenter(SegmenterConfig(model='yolov8n-seg.pt', mode='predict', conf=0.4))
+    """
+
+    model: str = 'yolov8n-seg.pt'
+    device: str = 'auto'
+    mode: str = 'track'
+    tracker: str = 'bytetrack.yaml'
+    conf: float = 0.25
+    iou: float = 0.7
+    imgsz: int = 640
+    half: bool = False
+    max_det: int = 300
+    classes: tuple = ()
+    retina_masks: bool = False
+
+
+def resolve_device(spec):
+    """
+    Turn a device name into the one torch uses: `auto` is the first CUDA GPU, else the CPU.
+
+    `cpu`, `cuda`, `cuda:N`, `N` (= `cuda:N`) and `mps` are accepted; asking for a GPU that is not
+    there raises `SegmenterError` rather than falling back silently to the CPU.
+    """
+    import torch
+
+    spec = str(spec).strip().lower()
+    if spec == 'auto':
+        return 'cuda:0' if torch.cuda.is_available() else 'cpu'
+    if spec == 'cpu':
+        return 'cpu'
+    if spec == 'mps':
+        if not torch.backends.mps.is_available():
+            raise SegmenterError("device 'mps' is not available here: use device 'cpu' or 'auto'")
+        return 'mps'
+    index = spec.removeprefix('cuda').removeprefix(':') or '0'
+    if not index.isdigit():
+        raise SegmenterError(
+            f"device '{spec}' is not understood: use auto, cpu, cuda, cuda:N, N or mps")
+    if not torch.cuda.is_available():
+        raise SegmenterError(
+            f"device '{spec}' needs CUDA, which this machine's torch does not have: "
+            "use device 'cpu' or 'auto'")
+    if int(index) >= torch.cuda.device_count():
+        raise SegmenterError(
+            f"device '{spec}': only {torch.cuda.device_count()} CUDA device(s) here")
+    return f'cuda:{index}'
+
+
+def is_official_model_name(name):
+    """Tell whether ultralytics can download `name` (e.g. `yolov8n-seg.pt`) from its releases."""
+    from ultralytics.utils.downloads import GITHUB_ASSETS_NAMES
+
+    return name in GITHUB_ASSETS_NAMES
+
+
+def load_model(name):
+    """
+    Load a YOLO segmentation model from a path, an official name, or a model yaml (untrained).
+
+    Paths (`.pt`, `.onnx`, `.engine`, OpenVINO folders, ...) must exist; only official names
+    such as `yolov8n-seg.pt` may be downloaded, and only when they are not found locally.
+    `.pt` files are Python pickles: load only weights you trust.
+    """
+    from ultralytics import YOLO
+
+    path = Path(name).expanduser()
+    if not path.exists() and not name.endswith('.yaml') and not is_official_model_name(name):
+        raise SegmenterError(
+            f"model '{name}' not found: give the path of a .pt/.onnx/.engine file or an "
+            f"OpenVINO folder, or an official name such as yolov8n-seg.pt")
+    try:
+        model = YOLO(str(path) if path.exists() else name, task='segment')
+    except Exception as error:  # ultralytics and torch raise many types for a bad model file
+        if is_official_model_name(name) and not path.exists():
+            raise SegmenterError(
+                f"model '{name}' is not on this machine and could not be downloaded "
+                f"({error.__class__.__name__}); offline, give a local model path, e.g. "
+                f'{BUNDLED_MODEL}') from error
+        raise SegmenterError(f"model '{name}' cannot be loaded: {error}") from error
+    if model.task != 'segment':
+        raise SegmenterError(
+            f"model '{name}' is a {model.task} model, not a segmentation one (e.g. yolov8n-seg)")
+    return model
+
+
+class Segmenter:
+    """
+    Segment frames with a YOLO model, with per-stream multi-object tracking in track mode.
+
+    Ultralytics keeps one tracker per model for numpy frames; the segmenter keeps one per stream
+    name and hands the right one to the predictor before each frame, so frames of several cameras
+    can be interleaved without mixing their tracks or ids. Not thread-safe: one caller at a time.
+
+    >>> segmenter = Segmenter(SegmenterConfig(model='shapes-seg.pt', device='cpu'))
+    >>> detections = segmenter.process(frame, stream='front_camera')
+    """
+
+    def __init__(self, config):
+        import torch
+
+        self._threads = torch.get_num_threads()  # ultralytics lowers it when it picks the device
+        self.config = replace(config, device=resolve_device(config.device))
+        self._model = load_model(config.model)
+        self._trackers = {}
+        self._warm_up()
+
+    @property
+    def class_names(self):
+        """Class names of the model, by class id."""
+        return self._model.names
+
+    def update(self, **changes):
+        """Change settings from the next frame on; a new tracker config resets every track."""
+        if 'device' in changes or 'model' in changes:
+            raise SegmenterError('model and device are fixed once the segmenter is made')
+        new = replace(self.config, **changes)
+        if new.tracker != self.config.tracker:
+            self.reset()
+        self.config = new
+
+    def reset(self, stream=None):
+        """Forget the tracks of `stream`, or of every stream; ids start again at 1."""
+        if stream is None:
+            self._trackers.clear()
+        else:
+            self._trackers.pop(stream, None)
+
+    def process(self, frame, stream='default'):
+        """Segment one BGR frame (H×W×3 uint8) and return its `Detections` at the frame's size."""
+        config = self.config
+        options = dict(
+            conf=config.conf, iou=config.iou, imgsz=config.imgsz, max_det=config.max_det,
+            classes=list(config.classes) or None, retina_masks=config.retina_masks,
+            device=config.device, tracker=config.tracker, verbose=False)
+        if config.half:
+            options['quantize'] = 16
+        if config.mode == 'track':
+            self._hand_tracker_to_predictor(stream)
+            result = self._model.track(frame, persist=True, **options)[0]
+            self._trackers[stream] = self._model.predictor.trackers
+        else:
+            result = self._model.predict(frame, **options)[0]
+        self._restore_threads()
+        return detections_from_result(result, tracked=config.mode == 'track')
+
+    def _hand_tracker_to_predictor(self, stream):
+        predictor = self._model.predictor
+        if stream in self._trackers:
+            predictor.trackers = self._trackers[stream]
+        elif hasattr(predictor, 'trackers'):
+            del predictor.trackers  # the next track call makes a fresh tracker for this stream
+
+    def _warm_up(self):
+        """Run one blank frame, so that the predictor exists and a broken model fails here."""
+        mode = self.config.mode
+        self.config = replace(self.config, mode='predict')
+        try:
+            self.process(np.zeros((self.config.imgsz, self.config.imgsz, 3), np.uint8))
+        except Exception as error:  # a model that loads but cannot run: report it at start
+            raise SegmenterError(f"model '{self.config.model}' cannot run: {error}") from error
+        finally:
+            self.config = replace(self.config, mode=mode)
+
+    def _restore_threads(self):
+        import torch
+
+        if torch.get_num_threads() != self._threads:
+            torch.set_num_threads(self._threads)

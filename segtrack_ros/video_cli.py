@@ -1,0 +1,241 @@
+"""
+`segtrack-video`: a video file or camera in, an annotated video out, no ROS needed.
+
+Reading and decoding, inference, and drawing plus encoding run in three threads joined by small
+queues, so the model is never idle waiting for I/O (torch, OpenCV and numpy release the GIL).
+"""
+
+import argparse
+import os
+import queue
+import sys
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from segtrack_ros.render import COLOR_MODES, Renderer, RenderConfig
+from segtrack_ros.segmenter import MODES, Segmenter, SegmenterConfig, SegmenterError
+from segtrack_ros.video_io import open_source, open_writer, read_frames, VideoError
+
+QUEUE_SIZE = 4
+_END = None
+
+
+class UsageError(Exception):
+    """Flags that contradict each other."""
+
+
+@dataclass
+class Summary:
+    """What a run did: frames written, wall time, instances drawn, distinct track ids."""
+
+    frames: int = 0
+    seconds: float = 0.0
+    instances: int = 0
+    tracks: int = 0
+
+    @property
+    def fps(self):
+        """Frames per second over the whole run."""
+        return self.frames / self.seconds if self.seconds else 0.0
+
+    def __str__(self):
+        return (f'{self.frames} frames in {self.seconds:.1f} s ({self.fps:.1f} fps), '
+                f'{self.instances} instances, {self.tracks} tracks')
+
+
+class _Stage(threading.Thread):
+    """A pipeline thread that keeps its exception for the main thread to raise."""
+
+    def __init__(self, target, name):
+        super().__init__(name=name, daemon=True)
+        self._target_fn = target
+        self.error = None
+
+    def run(self):
+        try:
+            self._target_fn()
+        except Exception as error:  # handed to the main thread, which reports it
+            self.error = error
+
+
+def has_display():
+    """Tell whether a window can be opened (an X or Wayland display on Linux)."""
+    return sys.platform != 'linux' or bool(os.environ.get('DISPLAY') or
+                                           os.environ.get('WAYLAND_DISPLAY'))
+
+
+def build_parser():
+    """The command line of `segtrack-video`."""
+    parser = argparse.ArgumentParser(
+        prog='segtrack-video',
+        description='Segment (predict) or segment and track (track) a video; write it annotated.')
+    parser.add_argument('source', help='video file or camera index')
+    parser.add_argument('--model', default='yolov8n-seg.pt',
+                        help='.pt/.onnx/.engine file, OpenVINO folder or official name')
+    parser.add_argument('--mode', choices=MODES, default='track')
+    parser.add_argument('--color-by', choices=COLOR_MODES,
+                        help='default: class in predict mode, track in track mode')
+    parser.add_argument('--output', help='output video (.avi MJPG or .mp4); '
+                                         'default <stem>-<mode>.avi in the current folder')
+    parser.add_argument('--device', default='auto', help='auto, cpu, cuda, cuda:N, N or mps')
+    parser.add_argument('--imgsz', type=int, default=640, help='inference size in pixels')
+    parser.add_argument('--conf', type=float, default=0.25, help='confidence threshold')
+    parser.add_argument('--iou', type=float, default=0.7, help='NMS IoU threshold')
+    parser.add_argument('--max-det', type=int, default=300, help='most instances per frame')
+    parser.add_argument('--classes', type=int, nargs='+', default=[], help='class ids to keep')
+    parser.add_argument('--tracker', default='bytetrack.yaml',
+                        help='tracker config: bytetrack.yaml, botsort.yaml, ... or a path')
+    parser.add_argument('--max-frames', type=int, default=0, help='stop after N frames (0 = all)')
+    parser.add_argument('--show', action=argparse.BooleanOptionalAction, default=None,
+                        help='show the annotated video in a window (q quits); '
+                             'default: when there is a display')
+    parser.add_argument('--mask-alpha', type=float, default=0.3,
+                        help='opacity of the mask fill, 0 = outlines only')
+    parser.add_argument('--trail-length', type=int, default=0,
+                        help='track trails of N frames (track mode), 0 = none')
+    return parser
+
+
+def default_output(source, mode):
+    """`<stem>-<mode>.avi` in the current folder (`camera<N>` for a camera)."""
+    stem = f'camera{source}' if str(source).isdigit() else Path(source).stem
+    return Path(f'{stem}-{mode}.avi')
+
+
+def check_args(args):
+    """Refuse contradictory or out-of-range flags, naming the fix."""
+    if args.color_by == 'track' and args.mode != 'track':
+        raise UsageError('--color-by track needs --mode track (predict mode has no track ids)')
+    for name, value, low, high in (('--conf', args.conf, 0.0, 1.0), ('--iou', args.iou, 0.0, 1.0),
+                                   ('--mask-alpha', args.mask_alpha, 0.0, 1.0)):
+        if not low <= value <= high:
+            raise UsageError(f'{name} {value} is outside [{low}, {high}]')
+    for name, value in (('--imgsz', args.imgsz), ('--max-det', args.max_det)):
+        if value < 1:
+            raise UsageError(f'{name} must be at least 1, got {value}')
+    if args.max_frames < 0 or args.trail_length < 0:
+        raise UsageError('--max-frames and --trail-length cannot be negative')
+
+
+def run(args, progress=True):
+    """Run the pipeline for parsed `args`; returns the `Summary` and the output path."""
+    check_args(args)
+    color_by = args.color_by or ('track' if args.mode == 'track' else 'class')
+    output = Path(args.output) if args.output else default_output(args.source, args.mode)
+    capture, info = open_source(args.source)
+    segmenter = Segmenter(SegmenterConfig(
+        model=args.model, device=args.device, mode=args.mode, tracker=args.tracker,
+        conf=args.conf, iou=args.iou, imgsz=args.imgsz, max_det=args.max_det,
+        classes=tuple(args.classes)))
+    renderer = Renderer(RenderConfig(color_by=color_by, mask_alpha=args.mask_alpha,
+                                     trail_length=args.trail_length))
+    writer = open_writer(output, info.fps, info.width, info.height)
+    show = has_display() if args.show is None else args.show
+    total = min(filter(None, (info.frame_count, args.max_frames)), default=None)
+    try:
+        summary = _pipeline(capture, writer, segmenter, renderer, args.max_frames, show,
+                            total if progress else False)
+    finally:
+        capture.release()
+        writer.release()
+    return summary, output
+
+
+def _pipeline(capture, writer, segmenter, renderer, max_frames, show, total):
+    from ultralytics.utils.tqdm import TQDM
+
+    frames, drawn, display = queue.Queue(QUEUE_SIZE), queue.Queue(QUEUE_SIZE), queue.Queue(1)
+    stop = threading.Event()  # set by q, an error in any stage, or the end of the input
+
+    def read():
+        try:
+            for frame in read_frames(capture, max_frames):
+                if stop.is_set():
+                    break
+                frames.put(frame)
+        finally:
+            frames.put(_END)
+
+    def draw_and_write():
+        try:
+            while (item := drawn.get()) is not _END:
+                annotated = renderer.draw(*item)
+                writer.write(annotated)
+                if show and display.empty():
+                    display.put(annotated)
+        except Exception:
+            stop.set()
+            while drawn.get() is not _END:  # keep the inference thread from blocking
+                pass
+            raise
+
+    stages = [_Stage(read, 'read'), _Stage(draw_and_write, 'draw-and-write')]
+    for stage in stages:
+        stage.start()
+    summary, track_ids = Summary(), set()
+    bar = TQDM(total=total, desc='segtrack', unit='frame', disable=total is False)
+    start = time.perf_counter()
+    try:
+        while not stop.is_set() and (frame := frames.get()) is not _END:
+            detections = segmenter.process(frame)
+            drawn.put((frame, detections))
+            summary.frames += 1
+            summary.instances += len(detections)
+            if detections.tracked:
+                track_ids.update(detections.ids.tolist())
+            bar.update(1)
+            if show and _show(display):
+                stop.set()
+    finally:
+        stop.set()
+        drawn.put(_END)
+        while stages[0].is_alive():  # unblock the reader if it waits on a full queue
+            _discard(frames)
+        for stage in stages:
+            stage.join()
+        bar.close()
+    summary.seconds = time.perf_counter() - start
+    summary.tracks = len(track_ids)
+    for stage in stages:
+        if stage.error:
+            raise stage.error
+    return summary
+
+
+def _show(display):
+    """Show the newest annotated frame; True when the user pressed q."""
+    import cv2
+
+    try:
+        cv2.imshow('segtrack', display.get_nowait())
+    except queue.Empty:
+        pass
+    return cv2.waitKey(1) & 0xFF == ord('q')
+
+
+def _discard(frames):
+    try:
+        frames.get(timeout=0.05)
+    except queue.Empty:
+        pass
+
+
+def main(argv=None):
+    """Entry point of `segtrack-video`; errors are one line on stderr and a non-zero exit."""
+    parser = build_parser()
+    parser.error = lambda message: _fail(message, 2)
+    args = parser.parse_args(argv)
+    try:
+        summary, output = run(args)
+    except (UsageError, VideoError, SegmenterError) as error:
+        _fail(str(error), 1)
+    except KeyboardInterrupt:
+        _fail('interrupted', 130)
+    print(f'segtrack-video: {summary}; wrote {output}')
+
+
+def _fail(message, code):
+    print(f'segtrack-video: error: {message}', file=sys.stderr)
+    sys.exit(code)
