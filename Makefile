@@ -16,11 +16,16 @@ export YOLO_OFFLINE ?= 1
 
 venv: $(STAMP)
 
-$(STAMP): requirements.txt requirements-dev.txt setup.py
+VISION_MSGS_SOURCES := $(wildcard third_party/vision_msgs/msg/*.msg) \
+	third_party/vision_msgs/CMakeLists.txt tools/build_vision_msgs.sh \
+	tools/fix_wheel_cmake_targets.cmake
+
+$(STAMP): requirements.txt requirements-dev.txt setup.py $(VISION_MSGS_SOURCES)
 	test -x $(PY) || python3 -m venv $(VENV)
 	$(PY) -m pip install -q -r requirements.txt -r requirements-dev.txt $(PIP_QUIET)
 	$(PY) -m pip install -q --no-deps -e . $(PIP_QUIET)
-	$(PY) -c 'import rclpy, ultralytics, segtrack_ros'
+	bash tools/build_vision_msgs.sh $(VENV)
+	$(PY) -c 'import rclpy, ultralytics, vision_msgs.msg, segtrack_ros'
 	touch $@
 
 demo: $(STAMP)

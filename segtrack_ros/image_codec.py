@@ -43,7 +43,9 @@ _OUTPUT_LAYOUTS = {
     'mono16': (np.dtype(np.uint16), ()),
 }
 
-_COMPRESSED_CODECS = ('jpeg', 'jpg', 'png', '; compressed ')
+# A compressed format is accepted when it contains one of these, case-insensitively (the
+# image_transport form '<encoding>; compressed <encoding>' names no codec: the bytes tell).
+_COMPRESSED_FORMAT_WORDS = ('jpeg', 'jpg', 'png', '; compressed ')
 
 
 class ImageDecodeError(ValueError):
@@ -79,13 +81,16 @@ def decode_compressed(msg):
     Raises ImageDecodeError for an unsupported format or empty, corrupt or truncated data.
     """
     fmt = msg.format.lower()
-    if 'compresseddepth' in fmt or not any(codec in fmt for codec in _COMPRESSED_CODECS):
+    if 'compresseddepth' in fmt or not any(word in fmt for word in _COMPRESSED_FORMAT_WORDS):
         raise ImageDecodeError(
             f'unsupported compressed format {msg.format!r}; expected jpeg or png')
     if not len(msg.data):
         raise ImageDecodeError(f'compressed image ({msg.format!r}) has no data')
-    bgr = cv2.imdecode(
-        np.frombuffer(msg.data, np.uint8), cv2.IMREAD_COLOR | cv2.IMREAD_IGNORE_ORIENTATION)
+    try:
+        bgr = cv2.imdecode(
+            np.frombuffer(msg.data, np.uint8), cv2.IMREAD_COLOR | cv2.IMREAD_IGNORE_ORIENTATION)
+    except cv2.error as err:  # e.g. a header declaring more than 2**30 pixels
+        raise ImageDecodeError(f'cannot decode {msg.format!r} data: {err}') from err
     if bgr is None:
         raise ImageDecodeError(
             f'cannot decode {len(msg.data)} bytes of {msg.format!r} data: corrupt or truncated')
@@ -106,7 +111,8 @@ def to_image_msg(array, encoding, header):
     """
     dtype, channels = _OUTPUT_LAYOUTS.get(encoding, (None, None))
     if dtype is None:
-        raise ValueError(f'cannot build encoding {encoding!r}; use one of {sorted(_OUTPUT_LAYOUTS)}')
+        raise ValueError(
+            f'cannot build encoding {encoding!r}; use one of {sorted(_OUTPUT_LAYOUTS)}')
     if array.dtype != dtype or array.ndim < 2 or array.shape[2:] != channels:
         raise ValueError(
             f'{encoding} needs a {dtype} array of shape (H, W) + {channels}, '

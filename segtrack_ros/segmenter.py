@@ -90,12 +90,15 @@ def load_model(name):
     from ultralytics import YOLO
 
     path = Path(name).expanduser()
-    if not path.exists() and not name.endswith('.yaml') and not is_official_model_name(name):
+    is_yaml = name.endswith(('.yaml', '.yml'))
+    if not path.exists() and not is_yaml and not is_official_model_name(name):
         raise SegmenterError(
             f"model '{name}' not found: give the path of a .pt/.onnx/.engine file or an "
             f"OpenVINO folder, or an official name such as yolov8n-seg.pt")
     try:
-        model = YOLO(str(path) if path.exists() else name, task='segment')
+        # A yaml's task is read from its head: forcing 'segment' would build a detect yaml as a
+        # broken segmentation model that fails on its first frame with an unrelated message.
+        model = YOLO(str(path) if path.exists() else name, task=None if is_yaml else 'segment')
     except Exception as error:  # ultralytics and torch raise many types for a bad model file
         if is_official_model_name(name) and not path.exists():
             raise SegmenterError(

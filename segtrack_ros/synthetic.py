@@ -17,7 +17,7 @@ Usage::
     assert load_truth('scene.npz')[0].ids.tolist() == truths[0].ids.tolist()
 """
 
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -87,7 +87,8 @@ class FrameTruth:
     Ground truth of one frame: which instance owns each pixel, and their classes.
 
     ``id_map`` (H x W, uint16) holds the persistent instance id of the object visible at each
-    pixel, 0 for background. ``ids`` lists the ids present (ascending), ``class_ids`` their classes.
+    pixel, 0 for background. ``ids`` lists the ids present (ascending), ``class_ids`` their
+    classes.
     """
 
     id_map: np.ndarray
@@ -96,23 +97,17 @@ class FrameTruth:
 
     @property
     def masks(self) -> np.ndarray:
-        """
-        Return the visible masks, N x H x W bool, in the order of ``ids``; they are disjoint.
-        """
+        """Return the visible masks, N x H x W bool, in the order of ``ids``; they are disjoint."""
         return self.id_map[None] == self.ids[:, None, None]
 
     @property
     def boxes(self) -> np.ndarray:
-        """
-        Return the visible masks' boxes, N x 4 float32 (x1, y1, x2, y2), x2 and y2 exclusive.
-        """
+        """Return the visible masks' boxes, N x 4 float32 (x1, y1, x2, y2), x2 and y2 exclusive."""
         return np.array([mask_box(mask) for mask in self.masks], np.float32).reshape(-1, 4)
 
 
 def mask_box(mask: np.ndarray) -> tuple[int, int, int, int]:
-    """
-    Return the bounding box (x1, y1, x2, y2) of a non-empty bool mask, x2 and y2 exclusive.
-    """
+    """Return the bounding box (x1, y1, x2, y2) of a non-empty bool mask, x2 and y2 exclusive."""
     xs = np.flatnonzero(mask.any(axis=0))
     ys = np.flatnonzero(mask.any(axis=1))
     return int(xs[0]), int(ys[0]), int(xs[-1]) + 1, int(ys[-1]) + 1
@@ -133,9 +128,7 @@ def path_offsets(velocity: np.ndarray, turn_rate: float, times: np.ndarray) -> n
 
 
 def _background(rng: np.random.Generator, width: int, height: int) -> np.ndarray:
-    """
-    Return a muted random background: colour gradient, smooth blotches and texture lines.
-    """
+    """Return a muted random background: colour gradient, smooth blotches and texture lines."""
     grey = rng.uniform(50, 200, size=(2, 1)) + rng.uniform(-30, 30, size=(2, 3))
     angle = rng.uniform(0, 2 * np.pi)
     ys, xs = np.mgrid[0:height, 0:width].astype(np.float32)
@@ -153,9 +146,7 @@ def _background(rng: np.random.Generator, width: int, height: int) -> np.ndarray
 
 
 def _track(rng: np.random.Generator, config: SceneConfig, track_id: int, class_id: int) -> Track:
-    """
-    Return a random track that passes near the frame centre at a random time.
-    """
+    """Return a random track that passes near the frame centre at a random time."""
     scale = min(config.width / REFERENCE_SIZE[0], config.height / REFERENCE_SIZE[1])
     size = np.array([config.width, config.height])
     meeting = np.clip(rng.normal(size / 2, size * 0.22), 0, size)
@@ -192,9 +183,7 @@ def build_scene(config: SceneConfig) -> Scene:
 
 
 def _polygon(track: Track, t: int) -> np.ndarray:
-    """
-    Return the fixed-point vertices of a square or triangle track at frame t.
-    """
+    """Return the fixed-point vertices of a square or triangle track at frame t."""
     corners = 4 if CLASS_NAMES[track.class_id] == 'square' else 3
     angles = track.angles[t] + 2 * np.pi * np.arange(corners) / corners
     points = track.centres[t] + track.radius * np.stack([np.cos(angles), np.sin(angles)], 1)
@@ -202,9 +191,7 @@ def _polygon(track: Track, t: int) -> np.ndarray:
 
 
 def shape_mask(track: Track, t: int, shape: tuple[int, int]) -> np.ndarray:
-    """
-    Return the full (unoccluded) H x W bool mask of a track at frame t; a ring's hole is excluded.
-    """
+    """Return the full (unoccluded) H x W bool mask of a track at frame t, without a ring's hole."""
     mask = np.zeros(shape, np.uint8)
     name = CLASS_NAMES[track.class_id]
     centre = tuple(int(c) for c in np.round(track.centres[t] * (1 << SUBPIXEL_BITS)))
@@ -219,9 +206,7 @@ def shape_mask(track: Track, t: int, shape: tuple[int, int]) -> np.ndarray:
 
 
 def render_frame(scene: Scene, t: int) -> tuple[np.ndarray, FrameTruth]:
-    """
-    Return frame t of a scene (BGR uint8) and its ground truth; frames are independent.
-    """
+    """Return frame t of a scene (BGR uint8) and its ground truth; frames are independent."""
     config = scene.config
     shape = (config.height, config.width)
     image = scene.background.copy()
@@ -236,9 +221,7 @@ def render_frame(scene: Scene, t: int) -> tuple[np.ndarray, FrameTruth]:
 
 
 def track_classes(scene: Scene) -> np.ndarray:
-    """
-    Return the class of every instance id, indexed by id (index 0, background, holds -1).
-    """
+    """Return the class of every instance id, indexed by id (index 0, background, holds -1)."""
     classes = np.full(len(scene.tracks) + 1, -1, np.int32)
     for track in scene.tracks:
         classes[track.track_id] = track.class_id
@@ -246,35 +229,27 @@ def track_classes(scene: Scene) -> np.ndarray:
 
 
 def truth_from_id_map(id_map: np.ndarray, classes: np.ndarray) -> FrameTruth:
-    """
-    Return the ground truth of an instance id map, given the class of every id.
-    """
+    """Return the ground truth of an instance id map, given the class of every id."""
     ids = np.unique(id_map)
     ids = ids[ids > 0].astype(np.int32)
     return FrameTruth(id_map, ids, classes[ids])
 
 
 def generate_scene(config: SceneConfig) -> Iterator[tuple[np.ndarray, FrameTruth]]:
-    """
-    Yield every frame (BGR uint8) of the video of ``config`` with its ground truth.
-    """
+    """Yield every frame (BGR uint8) of the video of ``config`` with its ground truth."""
     scene = build_scene(config)
     for t in range(config.frames):
         yield render_frame(scene, t)
 
 
 def save_truth(path: str | Path, truths: list[FrameTruth], classes: np.ndarray) -> None:
-    """
-    Save a video's ground truth to a compressed .npz (id maps and the class of every id).
-    """
+    """Save a video's ground truth to a compressed .npz (id maps and the class of every id)."""
     np.savez_compressed(path, id_maps=np.stack([truth.id_map for truth in truths]),
                         classes=classes, class_names=np.array(CLASS_NAMES))
 
 
 def load_truth(path: str | Path) -> list[FrameTruth]:
-    """
-    Load the ground truth saved by ``save_truth`` or ``write_video``, one entry per frame.
-    """
+    """Load the ground truth saved by ``save_truth`` or ``write_video``, one entry per frame."""
     with np.load(path) as data:
         return [truth_from_id_map(id_map, data['classes']) for id_map in data['id_maps']]
 
@@ -333,9 +308,7 @@ def mask_polygon(mask: np.ndarray, tolerance: float = 0.7) -> np.ndarray:
 
 
 def _gap(polygon: np.ndarray, part: np.ndarray) -> float:
-    """
-    Return the smallest distance between a vertex of ``polygon`` and one of ``part``.
-    """
+    """Return the smallest distance between a vertex of ``polygon`` and one of ``part``."""
     return float(np.sqrt(((polygon[:, None] - part[None]) ** 2).sum(-1).min()))
 
 
@@ -355,18 +328,22 @@ def yolo_label_lines(truth: FrameTruth, min_area: float) -> list[str]:
     return lines
 
 
-def _write_split(root: Path, split: str, seed: int, count: int, imgsz: int) -> None:
-    """
-    Write ``count`` images and labels, each a random frame of its own random short scene.
-    """
-    (root / 'images' / split).mkdir(parents=True, exist_ok=True)
-    (root / 'labels' / split).mkdir(parents=True, exist_ok=True)
+def _random_frames(seed: int, count: int) -> Iterator[tuple[np.ndarray, FrameTruth]]:
+    """Yield ``count`` frames with truth, each a random frame of its own random short scene."""
     rng = np.random.default_rng(seed)
-    for index in range(count):
+    for _ in range(count):
         config = SceneConfig(frames=60, objects=int(rng.integers(4, 11)),
                              seed=int(rng.integers(2**31)))
-        image, truth = render_frame(build_scene(config), int(rng.integers(config.frames)))
-        ratio = imgsz / max(config.width, config.height)
+        yield render_frame(build_scene(config), int(rng.integers(config.frames)))
+
+
+def _write_split(root: Path, split: str, samples: Iterable[tuple[np.ndarray, FrameTruth]],
+                 imgsz: int) -> None:
+    """Write frames and their truth as images/<split>/*.jpg and labels/<split>/*.txt."""
+    (root / 'images' / split).mkdir(parents=True, exist_ok=True)
+    (root / 'labels' / split).mkdir(parents=True, exist_ok=True)
+    for index, (image, truth) in enumerate(samples):
+        ratio = imgsz / max(image.shape[:2])
         # Linear interpolation, as Ultralytics' LetterBox resizes frames at inference.
         small = cv2.resize(image, None, fx=ratio, fy=ratio, interpolation=cv2.INTER_LINEAR)
         cv2.imwrite(str(root / 'images' / split / f'{index:06d}.jpg'), small)
@@ -375,17 +352,24 @@ def _write_split(root: Path, split: str, seed: int, count: int, imgsz: int) -> N
 
 
 def write_yolo_dataset(root: str | Path, train_seed: int = 0, val_seed: int = 1,
-                       n_train: int = 900, n_val: int = 150, imgsz: int = 320) -> Path:
+                       n_train: int = 900, n_val: int = 150, imgsz: int = 320,
+                       test_video: SceneConfig | None = SceneConfig(seed=2)) -> Path:
     """
     Write an Ultralytics segmentation dataset of synthetic frames; return its data.yaml.
 
-    Images (resized so the long side is ``imgsz``) go to images/{train,val}, one polygon per
-    visible instance to labels/{train,val}. Instances under 4 x 4 pixels at ``imgsz`` are skipped.
+    Train and val images are random frames of random scenes (seeds ``train_seed``, ``val_seed``);
+    the test split, if any, holds every frame of the ``test_video``. Images are resized so the
+    long side is ``imgsz``; labels hold one polygon per visible instance (see ``mask_polygon``),
+    leaving out instances under 4 x 4 pixels at ``imgsz``.
     """
     root = Path(root).resolve()
-    _write_split(root, 'train', train_seed, n_train, imgsz)
-    _write_split(root, 'val', val_seed, n_val, imgsz)
+    _write_split(root, 'train', _random_frames(train_seed, n_train), imgsz)
+    _write_split(root, 'val', _random_frames(val_seed, n_val), imgsz)
+    splits = 'train: images/train\nval: images/val\n'
+    if test_video is not None:
+        _write_split(root, 'test', generate_scene(test_video), imgsz)
+        splits += 'test: images/test\n'
     names = ''.join(f'  {i}: {name}\n' for i, name in enumerate(CLASS_NAMES))
     data = root / 'data.yaml'
-    data.write_text(f'path: {root}\ntrain: images/train\nval: images/val\nnames:\n{names}')
+    data.write_text(f'path: {root}\n{splits}names:\n{names}')
     return data

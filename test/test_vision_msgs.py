@@ -9,15 +9,10 @@ field for field and travel over DDS intact.
 import json
 import os
 from pathlib import Path
-import random
 import subprocess
 import sys
 import time
 
-# DDS stays on this machine and parallel runs don't meet, unless the caller chose otherwise.
-# Must happen before rclpy.init (the lead will move this to test/conftest.py).
-os.environ.setdefault('ROS_AUTOMATIC_DISCOVERY_RANGE', 'LOCALHOST')
-os.environ.setdefault('ROS_DOMAIN_ID', str(random.randint(1, 100)))
 
 import pytest  # noqa: E402
 import rclpy  # noqa: E402
@@ -213,7 +208,7 @@ def test_detection_array_round_trip_between_nodes():
 
 # Publishes the Detection2DArray whose CDR bytes (hex) come on stdin until it is killed or 30 s
 # have passed.
-_CHILD = '''
+_CHILD = """
 import sys, time
 import rclpy
 from rclpy.qos import QoSProfile, ReliabilityPolicy
@@ -231,7 +226,7 @@ try:
         time.sleep(0.1)
 finally:
     rclpy.try_shutdown()
-'''
+"""
 
 
 def test_detection_array_from_another_process():

@@ -44,7 +44,7 @@ if [[ ${FORCE:-0} != 1 && -f $stamp && $(<"$stamp") == "$key" ]] \
 fi
 
 generator=()
-if command -v ninja >/dev/null; then
+if [[ -z ${CMAKE_GENERATOR:-} ]] && command -v ninja >/dev/null; then
   generator=(-G Ninja)
 fi
 

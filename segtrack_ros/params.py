@@ -1,0 +1,111 @@
+"""
+The node's parameters, written once: name, default, description, allowed values or range.
+
+The node declares them from `PARAMETERS`, `config/segtrack.yaml` is generated from it
+(`python -m segtrack_ros.params > config/segtrack.yaml`) and a test checks that the YAML, the
+README and the launch files agree with it. Imports no rclpy, so tools can read it anywhere.
+"""
+
+from dataclasses import dataclass
+
+from segtrack_ros.render import COLOR_MODES
+from segtrack_ros.segmenter import MODES
+
+INPUT_TRANSPORTS = ('raw', 'compressed')
+RELIABILITIES = ('best_effort', 'reliable')
+
+
+@dataclass(frozen=True)
+class ParameterSpec:
+    """One parameter: a default, what it does, what values it takes, and if it is fixed at start."""
+
+    name: str
+    default: object
+    description: str
+    choices: tuple = ()
+    low: float = None
+    high: float = None
+    read_only: bool = False
+
+    def check(self, value):
+        """Return why `value` is refused, or None when it is allowed."""
+        if self.choices and value not in self.choices:
+            return f'{self.name} must be one of {", ".join(self.choices)}, got {value!r}'
+        values = value if isinstance(value, (list, tuple)) else [value]
+        for item in values:
+            if self.low is not None and not self.low <= item <= self.high:
+                return f'{self.name} must be within [{self.low}, {self.high}], got {item!r}'
+        return None
+
+
+PARAMETERS = (
+    ParameterSpec('model', 'yolov8n-seg.pt',
+                  'Model: .pt/.onnx/.engine file, OpenVINO folder, or an official name (fetched '
+                  'by ultralytics when online). .pt files are pickles: load only trusted weights.',
+                  read_only=True),
+    ParameterSpec('device', 'auto',
+                  'auto (first CUDA GPU, else CPU), cpu, cuda, cuda:N, N or mps.', read_only=True),
+    ParameterSpec('mode', 'track', 'predict (segmentation) or track (segmentation + tracking).',
+                  choices=MODES),
+    ParameterSpec('color_mode', 'class',
+                  'Colour and label instances by class, or by track id (needs mode track).',
+                  choices=COLOR_MODES),
+    ParameterSpec('tracker', 'bytetrack.yaml',
+                  'Tracker config: bytetrack.yaml, botsort.yaml, ... or a path. '
+                  'Changing it resets the tracks.'),
+    ParameterSpec('conf', 0.25, 'Confidence threshold.', low=0.0, high=1.0),
+    ParameterSpec('iou', 0.7, 'NMS IoU threshold.', low=0.0, high=1.0),
+    ParameterSpec('imgsz', 640, 'Inference size in pixels (a multiple of 32).', low=32,
+                  high=4096),
+    ParameterSpec('half', False, 'FP16 inference (CUDA only).', read_only=True),
+    ParameterSpec('max_det', 300, 'Most instances per frame.', low=1, high=1000),
+    ParameterSpec('classes', [], 'Class ids to keep; empty keeps all.', low=0, high=65534),
+    ParameterSpec('retina_masks', False,
+                  'Masks at full input resolution from the model (sharper, slower).'),
+    ParameterSpec('line_width', 0, 'Outline width in pixels; 0 picks one from the image size.',
+                  low=0, high=50),
+    ParameterSpec('show_labels', True, 'Draw a label (class name or track id) at each mask.'),
+    ParameterSpec('show_conf', False, 'Add the confidence to each label.'),
+    ParameterSpec('mask_alpha', 0.3, 'Opacity of the mask fill; 0 draws outlines only.',
+                  low=0.0, high=1.0),
+    ParameterSpec('trail_length', 0, 'Track trails of this many frames; 0 = no trails.',
+                  low=0, high=1000),
+    ParameterSpec('input_transport', 'raw',
+                  'raw: subscribe image (sensor_msgs/Image); compressed: image/compressed.',
+                  choices=INPUT_TRANSPORTS, read_only=True),
+    ParameterSpec('qos_reliability', 'best_effort',
+                  'Reliability of the image subscription (sensor-data QoS otherwise).',
+                  choices=RELIABILITIES, read_only=True),
+)
+
+BY_NAME = {spec.name: spec for spec in PARAMETERS}
+
+
+def check_combination(values):
+    """Return why a full set of parameter values contradicts itself, or None."""
+    if values['color_mode'] == 'track' and values['mode'] != 'track':
+        return 'color_mode track needs mode track (predict mode has no track ids)'
+    return None
+
+
+def yaml_text():
+    """`config/segtrack.yaml`: every parameter with its default and a comment."""
+    lines = ['# segtrack_node parameters: every one, with its default. Generated from',
+             '# segtrack_ros/params.py (python -m segtrack_ros.params > config/segtrack.yaml).',
+             '/**:', '  ros__parameters:']
+    for spec in PARAMETERS:
+        lines.append(f'    # {spec.description}' + (' Fixed at start.' if spec.read_only else ''))
+        lines.append(f'    {spec.name}: {_yaml_value(spec.default)}')
+    return '\n'.join(lines) + '\n'
+
+
+def _yaml_value(value):
+    if isinstance(value, bool):
+        return str(value).lower()
+    if isinstance(value, str):
+        return f"'{value}'"
+    return str(value)
+
+
+if __name__ == '__main__':
+    print(yaml_text(), end='')

@@ -1,0 +1,65 @@
+"""
+Running figures of the node's pipeline for `/diagnostics`: rates, drops, bad inputs, timings.
+
+Thread-safe; ROS-free, so benchmarks and tests can use it too.
+"""
+
+import threading
+import time
+from collections import deque
+
+import numpy as np
+
+WINDOW_SECONDS = 5.0
+
+
+class PipelineStats:
+    """
+    Counters and recent timings of frames received, processed, dropped and refused.
+
+    >>> stats = PipelineStats()
+    >>> stats.received(); stats.processed(inference_ms=42.0, latency_ms=55.0)
+    >>> stats.snapshot()['processed_hz']
+    """
+
+    def __init__(self, window_seconds=WINDOW_SECONDS):
+        self._window = window_seconds
+        self._lock = threading.Lock()
+        self._received = deque()
+        self._processed = deque()   # (time, inference ms, latency ms)
+        self.counts = {'received': 0, 'processed': 0, 'dropped': 0, 'bad_inputs': 0,
+                       'errors': 0}
+
+    def received(self):
+        """One input message arrived."""
+        with self._lock:
+            self.counts['received'] += 1
+            self._received.append(time.monotonic())
+
+    def count(self, name):
+        """One more of `dropped`, `bad_inputs` or `errors`."""
+        with self._lock:
+            self.counts[name] += 1
+
+    def processed(self, inference_ms, latency_ms):
+        """One frame went through, with its inference time and its stamp-to-output latency."""
+        with self._lock:
+            self.counts['processed'] += 1
+            self._processed.append((time.monotonic(), inference_ms, latency_ms))
+
+    def snapshot(self):
+        """Totals, plus rates and timing percentiles over the last few seconds."""
+        with self._lock:
+            now = time.monotonic()
+            for times, stamp_of in ((self._received, lambda t: t), (self._processed, lambda p: p[0])):
+                while times and now - stamp_of(times[0]) > self._window:
+                    times.popleft()
+            recent = np.array(self._processed, float).reshape(-1, 3)
+            figures = dict(self.counts)
+            figures['input_hz'] = len(self._received) / self._window
+            figures['processed_hz'] = len(recent) / self._window
+        has_recent = len(recent) > 0
+        figures['inference_ms'] = float(np.mean(recent[:, 1])) if has_recent else 0.0
+        for q in (50, 95):
+            figures[f'latency_p{q}_ms'] = float(np.percentile(recent[:, 2], q)) if has_recent else 0.0
+        return figures

@@ -1,0 +1,50 @@
+"""
+Shared test set-up: DDS stays on this machine, ultralytics stays offline, small real inputs.
+
+The environment is set before anything imports rclpy or ultralytics, unless the caller chose.
+"""
+
+import os
+import random
+
+os.environ.setdefault('ROS_AUTOMATIC_DISCOVERY_RANGE', 'LOCALHOST')
+os.environ.setdefault('ROS_DOMAIN_ID', str(random.randint(1, 100)))
+os.environ.setdefault('YOLO_OFFLINE', '1')
+os.environ.setdefault('YOLO_AUTOINSTALL', 'false')
+
+import cv2  # noqa: E402
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
+
+# An untrained model: real ultralytics code, real cost, random detections (forced by a low conf).
+UNTRAINED_MODEL = 'yolov8n-seg.yaml'
+UNTRAINED_CONF = 1e-4
+
+
+def write_test_video(path, frames=12, width=320, height=240, fps=15.0):
+    """Write a small MJPG video of a moving disc and square; return its path."""
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*'MJPG'), fps, (width, height))
+    for index in range(frames):
+        frame = np.full((height, width, 3), 90, np.uint8)
+        cv2.circle(frame, (40 + 8 * index, height // 2), 30, (0, 0, 230), -1)
+        cv2.rectangle(frame, (width - 80, 20 + 5 * index), (width - 30, 70 + 5 * index),
+                      (30, 200, 30), -1)
+        writer.write(frame)
+    writer.release()
+    return path
+
+
+@pytest.fixture(scope='session')
+def test_video(tmp_path_factory):
+    """A 12-frame 320×240 15 fps MJPG video."""
+    return write_test_video(tmp_path_factory.mktemp('video') / 'moving.avi')
+
+
+@pytest.fixture(scope='session')
+def permissive_tracker(tmp_path_factory):
+    """A ByteTrack config that tracks the untrained model's low-score detections."""
+    path = tmp_path_factory.mktemp('tracker') / 'permissive_bytetrack.yaml'
+    path.write_text('tracker_type: bytetrack\ntrack_high_thresh: 0.00005\n'
+                    'track_low_thresh: 0.00001\nnew_track_thresh: 0.00005\ntrack_buffer: 30\n'
+                    'match_thresh: 0.8\nfuse_score: true\n')
+    return str(path)
