@@ -85,11 +85,14 @@ def load_model(name):
 
     Paths (`.pt`, `.onnx`, `.engine`, OpenVINO folders, ...) must exist; only official names
     such as `yolov8n-seg.pt` may be downloaded, and only when they are not found locally.
-    `.pt` files are Python pickles: load only weights you trust.
+    `shapes-seg.pt` names the model bundled with the package. `.pt` files are Python pickles:
+    load only weights you trust.
     """
     from ultralytics import YOLO
 
     path = Path(name).expanduser()
+    if name == BUNDLED_MODEL.name and not path.exists():
+        path = BUNDLED_MODEL
     is_yaml = name.endswith(('.yaml', '.yml'))
     if not path.exists() and not is_yaml and not is_official_model_name(name):
         raise SegmenterError(

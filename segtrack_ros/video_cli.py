@@ -237,5 +237,7 @@ def main(argv=None):
 
 
 def _fail(message, code):
+    # One line, even for ultralytics' multi-line messages (e.g. a corrupt checkpoint).
+    message = ' '.join(line.strip() for line in str(message).splitlines() if line.strip())
     print(f'segtrack-video: error: {message}', file=sys.stderr)
     sys.exit(code)

@@ -4,6 +4,7 @@ Video files and cameras in, video files out (OpenCV), with errors that name the 
 Shared by the video CLI, the video publisher and the demo's recorder.
 """
 
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -75,7 +76,23 @@ def open_writer(path, fps, width, height):
         raise VideoError(f"output '{path}': use a .avi (MJPG) or .mp4 file name")
     if not path.parent.is_dir():
         raise VideoError(f"output '{path}': folder '{path.parent}' does not exist")
-    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*fourcc), fps, (width, height))
+    with _quiet_opencv():  # a failed open logs OpenCV warnings to stderr before our own error
+        writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*fourcc), fps, (width, height))
     if not writer.isOpened():
         raise VideoError(f"output '{path}' cannot be written (permissions?)")
     return writer
+
+
+@contextmanager
+def _quiet_opencv():
+    """Hold back OpenCV's own warnings (errors still show) for the duration of the block."""
+    logging = getattr(getattr(cv2, 'utils', None), 'logging', None)
+    if logging is None:
+        yield
+        return
+    level = logging.getLogLevel()
+    logging.setLogLevel(min(level, logging.LOG_LEVEL_ERROR))
+    try:
+        yield
+    finally:
+        logging.setLogLevel(level)

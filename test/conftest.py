@@ -46,5 +46,15 @@ def permissive_tracker(tmp_path_factory):
     path = tmp_path_factory.mktemp('tracker') / 'permissive_bytetrack.yaml'
     path.write_text('tracker_type: bytetrack\ntrack_high_thresh: 0.00005\n'
                     'track_low_thresh: 0.00001\nnew_track_thresh: 0.00005\ntrack_buffer: 30\n'
-                    'match_thresh: 0.8\nfuse_score: true\n')
+                    'match_thresh: 0.8\nfuse_score: false\n')
+    return str(path)
+
+
+@pytest.fixture(scope='session')
+def untrained_weights(tmp_path_factory):
+    """An untrained yolov8n-seg saved once, so that every process loads the same weights."""
+    from ultralytics import YOLO
+
+    path = tmp_path_factory.mktemp('weights') / 'untrained-seg.pt'
+    YOLO(UNTRAINED_MODEL).save(str(path))
     return str(path)

@@ -1,0 +1,360 @@
+"""
+segtrack_node over real DDS: a node process, a test process publishing frames and collecting
+every output, and the core run in the test on the same frames as the reference.
+"""
+
+import signal
+import time
+
+import cv2
+from diagnostic_msgs.msg import DiagnosticArray
+import numpy as np
+import pytest
+import rclpy
+from rclpy.parameter import Parameter
+from rclpy.parameter_client import AsyncParameterClient
+from ros_harness import BEST_EFFORT, make_frame, NodeProcess, ProbeNode, RELIABLE
+from sensor_msgs.msg import CompressedImage, Image
+from std_srvs.srv import Trigger
+from ultralytics.utils.plotting import colors
+from vision_msgs.msg import Detection2DArray
+
+from conftest import UNTRAINED_CONF
+from segtrack_ros import image_codec
+from segtrack_ros.segmenter import Segmenter, SegmenterConfig
+from segtrack_ros.transport import apply_large_data_profile
+
+NAMESPACE = '/cam_a'
+NODE = f'{NAMESPACE}/segtrack_node'
+OUTPUTS = {'annotated_image': Image, 'annotated_image/compressed': CompressedImage,
+           'instance_mask': Image, 'class_mask': Image, 'detections': Detection2DArray}
+TIMEOUT = 60.0
+
+
+@pytest.fixture(scope='module')
+def probe():
+    """The test's own node; publishes with the large-data profile, like video_publisher."""
+    apply_large_data_profile()
+    rclpy.init()
+    node = ProbeNode()
+    try:
+        yield node
+    finally:
+        node.destroy()
+        rclpy.try_shutdown()
+
+
+@pytest.fixture(scope='module')
+def node_parameters(untrained_weights, permissive_tracker):
+    """Parameters of the node under test: untrained weights, forced detections, tracking."""
+    return {'model': untrained_weights, 'device': 'cpu', 'conf': UNTRAINED_CONF, 'imgsz': 320,
+            'max_det': 6, 'mode': 'track', 'tracker': permissive_tracker, 'color_mode': 'track',
+            'mask_alpha': 0.0, 'line_width': 3}
+
+
+@pytest.fixture(scope='module')
+def segtrack(probe, node_parameters):
+    """segtrack_node in its own process, ready: it receives and publishes."""
+    process = NodeProcess('segtrack_node', node_parameters, NAMESPACE)
+    ready = probe.wait_for_graph(
+        lambda node: node.count_subscribers(f'{NAMESPACE}/image') > 0
+        and node.count_publishers(f'{NAMESPACE}/detections') > 0, TIMEOUT)
+    assert ready, process.output
+    yield process
+    code, seconds = process.stop(signal.SIGINT)
+    assert code == 0 and seconds < 2.0 and 'Traceback' not in process.output, process.output
+
+
+@pytest.fixture(scope='module')
+def outputs(probe, segtrack):
+    """A reliable collector on every output, and a best-effort one on the annotated image."""
+    collectors = {topic: probe.collect(kind, f'{NAMESPACE}/{topic}')
+                  for topic, kind in OUTPUTS.items()}
+    collectors['best_effort'] = probe.collect(Image, f'{NAMESPACE}/annotated_image', BEST_EFFORT)
+    collectors['diagnostics'] = probe.collect(DiagnosticArray, '/diagnostics')
+    assert probe.wait_for_graph(
+        lambda node: node.count_subscribers(f'{NAMESPACE}/instance_mask') >= 1, TIMEOUT)
+    return collectors
+
+
+@pytest.fixture(scope='module')
+def image_publisher(probe):
+    """Publisher of raw frames into the node."""
+    return probe.publisher(Image, f'{NAMESPACE}/image', RELIABLE)
+
+
+def send_and_wait(probe, publisher, collectors, frame, topics=tuple(OUTPUTS), header=None):
+    """Publish one frame and wait for its outputs on `topics`; return its header."""
+    header = header or probe.header()
+    publisher.publish(image_codec.to_image_msg(frame, 'bgr8', header))
+    for topic in topics:
+        assert wait_until(lambda: collectors[topic].by_stamp(header.stamp)), f'no {topic} output'
+    return header
+
+
+def wait_until(predicate, timeout=TIMEOUT):
+    """Poll `predicate` until it is true or `timeout` passes; return its last value."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(0.02)
+    return predicate()
+
+
+def warm_up(probe, image_publisher, outputs):
+    """Send frames until the node answers, so that discovery is complete."""
+    def answered():
+        image_publisher.publish(image_codec.to_image_msg(make_frame(0), 'bgr8', probe.header()))
+        return all(outputs[topic].wait_for_count(1, 0.5) for topic in OUTPUTS)
+    assert wait_until(answered), 'the node never answered'
+    settled = outputs['detections']
+    count = -1
+    while count != len(settled.messages):  # let frames still in flight come out
+        count = len(settled.messages)
+        time.sleep(1.0)
+
+
+def latest_diagnostics(collector, key):
+    """Value of `key` in the node's newest diagnostics status."""
+    for array in reversed(collector.messages):
+        for status in array.status:
+            if status.name.startswith(NODE):
+                return float(next(v.value for v in status.values if v.key == key))
+    return None
+
+
+def set_parameters(probe, **values):
+    """Set node parameters through the parameter service; return the results."""
+    client = AsyncParameterClient(probe.node, NODE)
+    assert client.wait_for_services(timeout_sec=TIMEOUT)
+    future = client.set_parameters([Parameter(name, value=value)
+                                    for name, value in values.items()])
+    assert wait_until(future.done)
+    return future.result().results
+
+
+def test_outputs_match_the_core(probe, segtrack, outputs, image_publisher, node_parameters):
+    """Every output arrives with the input header; content equals the core's output."""
+    warm_up(probe, image_publisher, outputs)
+    call = probe.node.create_client(Trigger, f'{NODE}/reset_tracker')
+    assert call.wait_for_service(timeout_sec=TIMEOUT)
+    assert wait_until(call.call_async(Trigger.Request()).done)
+    parameters = {key: node_parameters[key] for key in
+                  ('model', 'device', 'conf', 'imgsz', 'max_det', 'mode', 'tracker')}
+    reference = Segmenter(SegmenterConfig(**parameters))
+    names = reference.class_names
+    for index in range(1, 5):
+        frame = make_frame(index)
+        header = send_and_wait(probe, image_publisher, outputs, frame)
+        expected = reference.process(frame)
+        check_frame_outputs(outputs, header, frame, expected, names)
+    assert outputs['best_effort'].messages, 'a best-effort subscriber got no annotated image'
+
+
+def check_frame_outputs(outputs, header, frame, expected, names):
+    """Sizes, encodings, headers and content of one frame's outputs."""
+    height, width = frame.shape[:2]
+    annotated = outputs['annotated_image'].by_stamp(header.stamp)[0]
+    assert (annotated.encoding, annotated.width, annotated.height) == ('bgr8', width, height)
+    assert annotated.header == header
+    compressed = outputs['annotated_image/compressed'].by_stamp(header.stamp)[0]
+    assert compressed.format == 'jpeg' and compressed.header == header
+    assert image_codec.decode_compressed(compressed).shape == frame.shape
+    instance = outputs['instance_mask'].by_stamp(header.stamp)[0]
+    classes = outputs['class_mask'].by_stamp(header.stamp)[0]
+    for mask in (instance, classes):
+        assert (mask.encoding, mask.width, mask.height) == ('mono16', width, height)
+        assert mask.header == header
+    instance_ids = np.frombuffer(bytes(instance.data), np.uint16).reshape(height, width)
+    class_ids = np.frombuffer(bytes(classes.data), np.uint16).reshape(height, width)
+    detections = outputs['detections'].by_stamp(header.stamp)[0]
+    assert detections.header == header
+    assert [d.id for d in detections.detections] == [str(i) for i in expected.ids]
+    assert len(expected) > 0, 'the reference found nothing: the test would prove little'
+    name_to_id = {name: class_id for class_id, name in names.items()}
+    for detection, score, box in zip(detections.detections, expected.scores, expected.boxes):
+        hypothesis = detection.results[0].hypothesis
+        assert hypothesis.score == pytest.approx(float(score), abs=1e-6)
+        center = detection.bbox.center.position
+        assert (center.x, center.y) == pytest.approx(((box[0] + box[2]) / 2,
+                                                      (box[1] + box[3]) / 2), abs=1e-3)
+        assert (detection.bbox.size_x, detection.bbox.size_y) == pytest.approx(
+            (box[2] - box[0], box[3] - box[1]), abs=1e-3)
+        pixels = instance_ids == int(detection.id)
+        if pixels.any():  # an instance may be fully covered by a higher-scoring one
+            ys, xs = np.nonzero(pixels)
+            assert box[0] - 5 <= xs.min() and xs.max() <= box[2] + 5
+            assert box[1] - 5 <= ys.min() and ys.max() <= box[3] + 5
+            assert set(np.unique(class_ids[pixels])) == {name_to_id[hypothesis.class_id] + 1}
+    assert set(np.unique(instance_ids)) - {0} <= {int(d.id) for d in detections.detections}
+
+
+def test_colour_mode_and_thresholds_change_on_the_next_frame(probe, segtrack, outputs,
+                                                           image_publisher):
+    """color_mode switches the colours; a high conf gives an empty, still-stamped detection."""
+    warm_up(probe, image_publisher, outputs)
+    frame = make_frame(7)
+    for color_mode in ('track', 'class'):
+        assert set_parameters(probe, color_mode=color_mode)[0].successful
+        header = send_and_wait(probe, image_publisher, outputs, frame)
+        annotated = image_codec.decode_image(outputs['annotated_image'].by_stamp(header.stamp)[0])
+        detections = outputs['detections'].by_stamp(header.stamp)[0].detections
+        keys = ([int(d.id) for d in detections] if color_mode == 'track' else
+                [int(d.results[0].hypothesis.class_id) for d in detections])
+        drawn = {tuple(c) for c in np.unique(annotated.reshape(-1, 3), axis=0)}
+        assert any(colors(key, True) in drawn for key in keys), color_mode
+
+    assert set_parameters(probe, conf=0.99)[0].successful
+    header = send_and_wait(probe, image_publisher, outputs, frame)
+    empty = outputs['detections'].by_stamp(header.stamp)[0]
+    assert empty.detections == [] and empty.header == header
+    instance = outputs['instance_mask'].by_stamp(header.stamp)[0]
+    assert not np.frombuffer(bytes(instance.data), np.uint16).any()
+    assert set_parameters(probe, conf=UNTRAINED_CONF, color_mode='track')[0].successful
+
+
+@pytest.mark.parametrize('values, reason', [
+    ({'conf': 2.0}, 'conf'),
+    ({'mode': 'banana'}, 'mode'),
+    ({'model': 'other.pt'}, 'read-only'),
+    ({'mode': 'predict'}, 'color_mode track needs mode track'),
+])
+def test_bad_parameters_at_run_time_are_refused(probe, segtrack, values, reason):
+    """Out-of-range, unknown, read-only and contradictory values are refused with a reason."""
+    result = set_parameters(probe, **values)[0]
+    assert not result.successful
+    assert reason in result.reason
+
+
+def test_reset_service_and_time_jump_restart_ids(probe, segtrack, outputs, image_publisher):
+    """After ~/reset_tracker, and after stamps jump backwards, track ids start again at 1."""
+    warm_up(probe, image_publisher, outputs)
+    for index in range(3):
+        send_and_wait(probe, image_publisher, outputs, make_frame(10 + index))
+    call = probe.node.create_client(Trigger, f'{NODE}/reset_tracker')
+    assert call.wait_for_service(timeout_sec=TIMEOUT)
+    future = call.call_async(Trigger.Request())
+    assert wait_until(future.done) and future.result().success
+    header = send_and_wait(probe, image_publisher, outputs, make_frame(20))
+    ids = [int(d.id) for d in outputs['detections'].by_stamp(header.stamp)[0].detections]
+    assert ids and min(ids) == 1
+
+    for index in range(3):
+        send_and_wait(probe, image_publisher, outputs, make_frame(21 + index))
+    past = probe.header()
+    past.stamp.sec -= 3600  # a looping bag: an hour back
+    send_and_wait(probe, image_publisher, outputs, make_frame(30), header=past)
+    ids = [int(d.id) for d in outputs['detections'].by_stamp(past.stamp)[0].detections]
+    assert ids and min(ids) == 1
+    assert wait_until(lambda: 'jumped backwards' in segtrack.output), segtrack.output
+
+
+def test_fast_publisher_is_dropped_not_queued(probe, segtrack, outputs, image_publisher):
+    """Frames sent faster than the model runs are dropped and counted; no queue builds up."""
+    warm_up(probe, image_publisher, outputs)
+    frames = [make_frame(40 + index) for index in range(4)]
+    burst = []
+    for index in range(60):
+        header = probe.header(step_ms=5)
+        image_publisher.publish(image_codec.to_image_msg(frames[index % 4], 'bgr8', header))
+        burst.append(header)
+    last = burst[-1].stamp
+    assert wait_until(lambda: outputs['detections'].by_stamp(last)), 'the newest frame was lost'
+    answered = sum(bool(outputs['detections'].by_stamp(h.stamp)) for h in burst)
+    assert answered < len(burst) / 2
+    assert wait_until(lambda: (latest_diagnostics(outputs['diagnostics'], 'dropped') or 0) > 0)
+
+
+def test_bad_input_is_skipped_and_counted(probe, segtrack, outputs, image_publisher):
+    """A message with too little data is skipped, logged and counted; the next frame works."""
+    warm_up(probe, image_publisher, outputs)
+    bad = image_codec.to_image_msg(make_frame(50), 'bgr8', probe.header())
+    bad.data = bytes(100)
+    image_publisher.publish(bad)
+    send_and_wait(probe, image_publisher, outputs, make_frame(51))
+    assert wait_until(lambda: (latest_diagnostics(outputs['diagnostics'], 'bad_inputs') or 0) >= 1)
+    assert 'bad input image skipped' in segtrack.output
+
+
+def test_large_images_reach_best_effort_subscribers(probe, segtrack, outputs, image_publisher):
+    """1920×1080 outputs cross processes to a best-effort subscriber too."""
+    warm_up(probe, image_publisher, outputs)
+    frame = make_frame(60, 1920, 1080)
+    header = send_and_wait(probe, image_publisher, outputs, frame,
+                           topics=('annotated_image', 'best_effort'))
+    received = outputs['best_effort'].by_stamp(header.stamp)[0]
+    assert (received.width, received.height) == (1920, 1080)
+
+
+def test_compressed_input(probe, untrained_weights):
+    """input_transport compressed: JPEG in on image/compressed, outputs out."""
+    namespace = '/cam_c'
+    process = NodeProcess('segtrack_node', {
+        'model': untrained_weights, 'device': 'cpu', 'conf': UNTRAINED_CONF, 'imgsz': 320,
+        'max_det': 4, 'mode': 'predict', 'input_transport': 'compressed'}, namespace)
+    try:
+        masks = probe.collect(Image, f'{namespace}/instance_mask')
+        publisher = probe.publisher(CompressedImage, f'{namespace}/image/compressed')
+        assert probe.wait_for_graph(
+            lambda node: node.count_subscribers(f'{namespace}/image/compressed') > 0,
+            TIMEOUT), process.output
+        frame = make_frame(70, 640, 480)
+
+        def answered():
+            message = image_codec.to_compressed_msg(frame, probe.header())
+            publisher.publish(message)
+            return masks.wait_for_count(1, 0.5)
+        assert wait_until(answered), process.output
+        assert (masks.messages[0].width, masks.messages[0].height) == (640, 480)
+    finally:
+        code, _ = process.stop()
+    assert code == 0, process.output
+
+
+@pytest.mark.parametrize('values, message', [
+    ({'mode': 'banana'}, 'mode must be one of'),
+    ({'color_mode': 'track', 'mode': 'predict'}, 'color_mode track needs mode track'),
+    ({'conf': 2.0}, 'conf'),
+    ({'model': '/no/such/model.pt'}, 'not found'),
+    ({'device': 'cuda:0'}, 'CUDA'),
+])
+def test_bad_parameters_at_start_exit_with_one_line(values, message):
+    """A bad start is one clear error line and a non-zero exit, no traceback."""
+    process = NodeProcess('segtrack_node', {'model': 'yolov8n-seg.yaml', 'device': 'cpu',
+                                            **values})
+    code = process.wait(timeout=TIMEOUT)
+    errors = [line for line in process.lines if 'error' in line.lower()]
+    assert code == 1, process.output
+    assert len(errors) == 1 and message in errors[0], process.output
+    assert 'Traceback' not in process.output
+
+
+@pytest.mark.parametrize('sig', [signal.SIGINT, signal.SIGTERM])
+def test_signals_stop_the_node_cleanly(probe, sig):
+    """SIGINT and SIGTERM end the node within 2 s with exit code 0 and no traceback."""
+    namespace = f'/stop_{sig.name.lower()}'
+    process = NodeProcess('segtrack_node', {'model': 'yolov8n-seg.yaml', 'device': 'cpu'},
+                          namespace)
+    assert probe.wait_for_graph(
+        lambda node: node.count_subscribers(f'{namespace}/image') > 0, TIMEOUT), process.output
+    code, seconds = process.stop(sig)
+    assert code == 0 and seconds < 2.0, (code, seconds, process.output)
+    assert 'Traceback' not in process.output
+
+
+def test_annotated_frame_is_the_frame_when_nothing_is_found(probe, segtrack, outputs,
+                                                            image_publisher):
+    """With no detections the annotated image is the input, pixel for pixel."""
+    warm_up(probe, image_publisher, outputs)
+    assert set_parameters(probe, conf=0.99)[0].successful
+    frame = make_frame(80)
+    header = send_and_wait(probe, image_publisher, outputs, frame)
+    annotated = image_codec.decode_image(outputs['annotated_image'].by_stamp(header.stamp)[0])
+    assert np.array_equal(annotated, frame)
+    assert set_parameters(probe, conf=UNTRAINED_CONF)[0].successful
+    jpeg = image_codec.decode_compressed(
+        outputs['annotated_image/compressed'].by_stamp(header.stamp)[0])
+    _, reference = cv2.imencode('.jpg', frame, [cv2.IMWRITE_JPEG_QUALITY, 90])
+    assert cv2.PSNR(jpeg, cv2.imdecode(reference, cv2.IMREAD_COLOR)) > 40

@@ -1,0 +1,324 @@
+"""
+Tests of segtrack_ros.segmenter against ultralytics itself, with real (untrained) models.
+
+An untrained yaml model gets random weights each time it is built, so the module builds one,
+saves it, and both the segmenter and the plain ultralytics reference load that same file.
+"""
+
+import socket
+import time
+
+from conftest import UNTRAINED_CONF, UNTRAINED_MODEL
+import cv2
+import numpy as np
+import pytest
+from segtrack_ros.detections import Detections
+from segtrack_ros.segmenter import (
+    resolve_device, Segmenter, SegmenterConfig, SegmenterError)
+import torch
+from ultralytics import YOLO
+from ultralytics.utils import ops
+
+IMGSZ = 160  # small, as this machine is slow: a 320x240 frame is inferred at 160x128
+TRACK_FRAMES = 4
+
+# ByteTrack that takes the untrained model's tiny scores (all ~1.6e-4) and, unlike the conftest
+# `permissive_tracker`, keeps its tracks from frame to frame: `fuse_score` would multiply the IoU
+# by such a score and so never match. A low `match_thresh` matches boxes with IoU > 0.7 only.
+STICKY_TRACKER = ('tracker_type: bytetrack\ntrack_high_thresh: 0.00005\n'
+                  'track_low_thresh: 0.00001\nnew_track_thresh: 0.00005\ntrack_buffer: 30\n'
+                  'match_thresh: 0.3\nfuse_score: false\n')
+
+
+@pytest.fixture(scope='module')
+def weights(tmp_path_factory):
+    """One untrained segmentation model saved as a .pt file, so that every load is the same."""
+    path = tmp_path_factory.mktemp('weights') / 'untrained-seg.pt'
+    YOLO(UNTRAINED_MODEL).save(path)
+    return str(path)
+
+
+@pytest.fixture(scope='module')
+def sticky_tracker(tmp_path_factory):
+    """Path of the `STICKY_TRACKER` config."""
+    path = tmp_path_factory.mktemp('tracker') / 'sticky_bytetrack.yaml'
+    path.write_text(STICKY_TRACKER)
+    return str(path)
+
+
+@pytest.fixture(scope='module')
+def frames(test_video):
+    """The frames of the test video."""
+    capture = cv2.VideoCapture(str(test_video))
+    frames = []
+    while True:
+        ok, frame = capture.read()
+        if not ok:
+            break
+        frames.append(frame)
+    capture.release()
+    assert len(frames) == 12
+    return frames
+
+
+def make_segmenter(weights, mode, tracker='bytetrack.yaml', conf=UNTRAINED_CONF):
+    """A CPU segmenter of the saved untrained model."""
+    return Segmenter(SegmenterConfig(
+        model=weights, device='cpu', mode=mode, tracker=tracker, conf=conf, imgsz=IMGSZ))
+
+
+@pytest.fixture(scope='module')
+def predictor(weights):
+    """A segmenter in predict mode."""
+    return make_segmenter(weights, 'predict')
+
+
+def canonical_order(scores, boxes):
+    """Indices by descending score, ties broken by the box, so that both sides agree."""
+    boxes = np.asarray(boxes, np.float64)
+    return np.lexsort((boxes[:, 3], boxes[:, 2], boxes[:, 1], boxes[:, 0], -np.asarray(scores)))
+
+
+def reference(result):
+    """Boxes, scores, class ids, masks (and ids) of an ultralytics result, canonically ordered."""
+    boxes = result.boxes.xyxy.numpy()
+    scores = result.boxes.conf.numpy()
+    order = canonical_order(scores, boxes)
+    masks = (ops.scale_masks(result.masks.data[None], result.orig_shape)[0] > 0.5).numpy()
+    ids = None if result.boxes.id is None else result.boxes.id.numpy().astype(np.int64)[order]
+    return dict(boxes=boxes[order], scores=scores[order],
+                class_ids=result.boxes.cls.numpy().astype(np.int64)[order], masks=masks[order],
+                ids=ids)
+
+
+def assert_same(detections, expected):
+    """Assert that `detections` hold what ultralytics returned, instance by instance."""
+    assert np.all(np.diff(detections.scores) <= 0), 'detections are not sorted by score'
+    order = canonical_order(detections.scores, detections.boxes)
+    np.testing.assert_allclose(detections.boxes[order], expected['boxes'], atol=1e-3)
+    np.testing.assert_allclose(detections.scores[order], expected['scores'], rtol=1e-5)
+    np.testing.assert_array_equal(detections.class_ids[order], expected['class_ids'])
+    np.testing.assert_array_equal(detections.masks[order], expected['masks'])
+    if expected['ids'] is not None:
+        np.testing.assert_array_equal(detections.ids[order], expected['ids'])
+
+
+def test_predict_equals_ultralytics(weights, predictor, frames):
+    model = YOLO(weights)
+    for frame in (frames[0], cv2.flip(frames[7], 1)):
+        detections = predictor.process(frame)
+        result = model.predict(frame, conf=UNTRAINED_CONF, imgsz=IMGSZ, device='cpu',
+                               verbose=False)[0]
+        assert len(detections) > 5, 'the untrained model should find many random instances'
+        assert len(detections) == len(result.boxes)
+        assert detections.masks.shape == (len(detections), *frame.shape[:2])
+        assert detections.masks.dtype == bool and not detections.tracked
+        np.testing.assert_array_equal(detections.ids, np.arange(1, len(detections) + 1))
+        assert detections.class_names == tuple(model.names[c] for c in detections.class_ids)
+        assert_same(detections, reference(result))
+
+
+@pytest.mark.parametrize('tracker', ['permissive', 'sticky'])
+def test_track_equals_ultralytics(weights, frames, tracker, permissive_tracker, sticky_tracker):
+    tracker = permissive_tracker if tracker == 'permissive' else sticky_tracker
+    segmenter = make_segmenter(weights, 'track', tracker)
+    model = YOLO(weights)
+    tracked = 0
+    for frame in frames[:TRACK_FRAMES]:
+        detections = segmenter.process(frame)
+        result = model.track(frame, persist=True, tracker=tracker,
+                             conf=UNTRAINED_CONF, imgsz=IMGSZ, device='cpu', verbose=False)[0]
+        assert detections.tracked
+        if result.boxes.id is None:
+            assert len(detections) == 0
+            continue
+        tracked += len(detections)
+        assert len(detections) == len(result.boxes)
+        assert_same(detections, reference(result))
+    assert tracked > 0, 'the permissive tracker should confirm tracks'
+
+
+def run_stream(segmenter, frames, stream='default'):
+    """Ids and boxes of every frame of one stream."""
+    return [track_state(segmenter.process(frame, stream=stream)) for frame in frames]
+
+
+def track_state(detections):
+    """Track id -> rounded box of one frame's detections."""
+    return {int(i): tuple(np.round(box, 1)) for i, box in zip(detections.ids, detections.boxes)}
+
+
+def test_streams_keep_their_own_tracks(weights, frames, sticky_tracker):
+    # Two cameras of different sizes: their boxes overlap too little to match each other's tracks.
+    stream_a = frames[:TRACK_FRAMES]
+    stream_b = [cv2.flip(frame, 1)[:128] for frame in frames[:TRACK_FRAMES]]
+    alone_a = run_stream(make_segmenter(weights, 'track', sticky_tracker), stream_a)
+    alone_b = run_stream(make_segmenter(weights, 'track', sticky_tracker), stream_b)
+    assert all(alone_a) and all(alone_b), 'every frame should have tracks'
+    assert min(alone_a[0]) == 1 and min(alone_b[0]) == 1
+    assert alone_a != alone_b, 'the streams should differ, or mixing them would go unseen'
+
+    shared = make_segmenter(weights, 'track', sticky_tracker)
+    mixed_a, mixed_b = [], []
+    for frame_a, frame_b in zip(stream_a[:-1], stream_b[:-1]):
+        mixed_a.append(track_state(shared.process(frame_a, stream='a')))
+        mixed_b.append(track_state(shared.process(frame_b, stream='b')))
+    assert mixed_a == alone_a[:-1]
+    assert mixed_b == alone_b[:-1]
+
+    # A reset of stream b starts it again from id 1; stream a carries on as if alone.
+    shared.reset('b')
+    assert track_state(shared.process(stream_b[0], stream='b')) == alone_b[0]
+    assert track_state(shared.process(stream_a[-1], stream='a')) == alone_a[-1]
+
+
+def test_reset_all_streams(weights, frames, sticky_tracker):
+    segmenter = make_segmenter(weights, 'track', sticky_tracker)
+    first = run_stream(segmenter, frames[:2], 'a')
+    run_stream(segmenter, frames[:2], 'b')
+    segmenter.reset()
+    assert run_stream(segmenter, frames[:2], 'a') == first
+
+
+def test_blank_frame_gives_empty_detections(predictor):
+    predictor.update(conf=0.99)
+    try:
+        detections = predictor.process(np.zeros((240, 320, 3), np.uint8))
+    finally:
+        predictor.update(conf=UNTRAINED_CONF)
+    assert len(detections) == 0
+    assert detections.masks.shape == (0, 240, 320)
+    assert detections.image_shape == (240, 320)
+    assert detections.boxes.shape == (0, 4) and detections.ids.shape == (0,)
+
+
+def test_strict_tracker_on_first_frames_never_raises(weights, frames):
+    # The stock ByteTrack wants scores of 0.25 or more: nothing of the untrained model's passes.
+    segmenter = make_segmenter(weights, 'track', 'bytetrack.yaml')
+    for frame in frames[:2]:
+        detections = segmenter.process(frame)
+        assert detections.tracked
+        assert len(detections) == 0
+        assert detections.masks.shape == (0, *frame.shape[:2])
+
+
+def test_resolve_device():
+    if torch.cuda.is_available():
+        pytest.skip('this machine has CUDA')
+    assert resolve_device('auto') == 'cpu'
+    assert resolve_device(' CPU ') == 'cpu'
+    for spec in ('cuda', 'cuda:0', '0'):
+        with pytest.raises(SegmenterError, match='CUDA'):
+            resolve_device(spec)
+    with pytest.raises(SegmenterError, match='banana'):
+        resolve_device('banana')
+
+
+def test_gpu_device_refused_by_segmenter(weights):
+    if torch.cuda.is_available():
+        pytest.skip('this machine has CUDA')
+    with pytest.raises(SegmenterError, match='CUDA'):
+        Segmenter(SegmenterConfig(model=weights, device='cuda:0'))
+
+
+@pytest.fixture
+def no_network(monkeypatch):
+    """Record (and refuse) every attempt to resolve a host name or open a connection."""
+    attempts = []
+
+    def refuse(*args, **kwargs):
+        attempts.append(args)
+        raise OSError('network use in a test')
+
+    monkeypatch.setattr(socket, 'getaddrinfo', refuse)
+    monkeypatch.setattr(socket, 'create_connection', refuse)
+    monkeypatch.setattr(socket.socket, 'connect', refuse)
+    return attempts
+
+
+def test_missing_model_path_fails_fast_offline(no_network, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    start = time.perf_counter()
+    with pytest.raises(SegmenterError, match='not found'):
+        Segmenter(SegmenterConfig(model='missing/model.pt', device='cpu'))
+    assert time.perf_counter() - start < 10
+    assert no_network == []
+    assert list(tmp_path.iterdir()) == [], 'nothing should be downloaded'
+
+
+def test_truncated_model_file(weights, tmp_path):
+    truncated = tmp_path / 'truncated.pt'
+    with open(weights, 'rb') as source:
+        truncated.write_bytes(source.read(200))
+    with pytest.raises(SegmenterError, match='truncated.pt'):
+        Segmenter(SegmenterConfig(model=str(truncated), device='cpu'))
+
+
+def test_detection_model_refused():
+    with pytest.raises(SegmenterError, match='segment'):
+        Segmenter(SegmenterConfig(model='yolov8n.yaml', device='cpu', imgsz=IMGSZ))
+
+
+def test_official_name_offline_names_the_fix(no_network, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    start = time.perf_counter()
+    try:
+        Segmenter(SegmenterConfig(model='yolov8n-seg.pt', device='cpu', imgsz=IMGSZ))
+    except SegmenterError as error:
+        message = str(error)
+    else:
+        pytest.skip('yolov8n-seg.pt is on this machine')
+    assert time.perf_counter() - start < 10
+    assert 'yolov8n-seg.pt' in message
+    assert 'offline' in message and 'local model path' in message
+    assert not (tmp_path / 'yolov8n-seg.pt').exists()
+
+
+def test_torch_threads_restored(weights, frames):
+    before = torch.get_num_threads()
+    wanted = 2 if before != 2 else 3  # ultralytics sets its own count (CPU count - 1) on CPU
+    torch.set_num_threads(wanted)
+    try:
+        segmenter = make_segmenter(weights, 'predict')
+        assert torch.get_num_threads() == wanted
+        segmenter.process(frames[0])
+        assert torch.get_num_threads() == wanted
+        segmenter.update(mode='track')
+        segmenter.process(frames[1])
+        assert torch.get_num_threads() == wanted
+    finally:
+        torch.set_num_threads(before)
+
+
+def disc_detections(height=240, width=320, centre=(150, 110), radius=50):
+    """One instance whose mask is a filled disc."""
+    mask = np.zeros((height, width), np.uint8)
+    cv2.circle(mask, centre, radius, 1, -1)
+    x, y = centre
+    return Detections(
+        ids=np.array([1]), class_ids=np.array([0]), class_names=('disc',),
+        scores=np.array([0.9], np.float32),
+        boxes=np.array([[x - radius, y - radius, x + radius + 1, y + radius + 1]], np.float32),
+        masks=mask[None].astype(bool))
+
+
+def test_polygons_enclose_the_mask():
+    centre, radius = (150, 110), 50
+    detections = disc_detections(centre=centre, radius=radius)
+    (polygon,) = detections.polygons()
+    assert polygon.dtype == np.int32 and polygon.ndim == 2 and polygon.shape[1] == 2
+    area = cv2.contourArea(polygon)
+    assert abs(area - np.pi * radius ** 2) < 0.05 * np.pi * radius ** 2
+    distances = np.hypot(*(polygon - centre).T)
+    assert np.all(np.abs(distances - radius) < 2)
+
+
+def test_polygons_of_empty_mask_and_no_instances():
+    detections = disc_detections()
+    empty = Detections(
+        ids=detections.ids, class_ids=detections.class_ids, class_names=detections.class_names,
+        scores=detections.scores, boxes=detections.boxes,
+        masks=np.zeros_like(detections.masks))
+    (polygon,) = empty.polygons()
+    assert polygon.shape == (0, 2)
+    assert Detections.empty((240, 320)).polygons() == []
