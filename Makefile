@@ -29,10 +29,17 @@ $(STAMP): requirements.txt requirements-dev.txt setup.py $(VISION_MSGS_SOURCES)
 	touch $@
 
 demo: $(STAMP)
-	$(PY) -m segtrack_ros.demo
+	$(PY) tools/demo.py
 
 test: $(STAMP)
 	$(PY) -m pytest test
+
+# Train the bundled model (segtrack_ros/data/shapes-seg.pt) from generated scenes, CPU, ~30 min.
+model: $(STAMP)
+	$(PY) tools/train_model.py
+
+config/segtrack.yaml: segtrack_ros/params.py
+	$(PY) -m segtrack_ros.params > $@
 
 clean:
 	rm -rf build install log output .pytest_cache

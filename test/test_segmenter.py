@@ -109,7 +109,7 @@ def test_predict_equals_ultralytics(weights, predictor, frames):
         detections = predictor.process(frame)
         result = model.predict(frame, conf=UNTRAINED_CONF, imgsz=IMGSZ, device='cpu',
                                verbose=False)[0]
-        assert len(detections) > 5, 'the untrained model should find many random instances'
+        assert len(detections) > 1, 'the untrained model should find random instances'
         assert len(detections) == len(result.boxes)
         assert detections.masks.shape == (len(detections), *frame.shape[:2])
         assert detections.masks.dtype == bool and not detections.tracked

