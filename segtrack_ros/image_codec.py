@@ -16,13 +16,22 @@ import array
 
 import cv2
 import numpy as np
-from rosbags.image import ImageError, message_to_cvimage
 from sensor_msgs.msg import CompressedImage, Image
 
 try:
     from cv_bridge import CvBridge
+
+    def _convert_to_bgr(msg):
+        return CvBridge().imgmsg_to_cv2(msg, 'bgr8')
+
+    _CONVERSION_ERRORS = (TypeError, cv2.error)  # CvBridgeError is a TypeError
 except ImportError:  # the pip install has no cv_bridge: rosbags.image converts instead
-    CvBridge = None
+    from rosbags.image import ImageError, message_to_cvimage
+
+    def _convert_to_bgr(msg):
+        return message_to_cvimage(msg, 'bgr8')
+
+    _CONVERSION_ERRORS = (ImageError, TypeError, cv2.error)
 
 _YUV422 = frozenset({'yuv422', 'uyvy', 'yuv422_yuy2', 'yuyv'})
 
@@ -210,10 +219,8 @@ def _without_padding(msg, pixel_bytes):
 def _library_bgr(msg):
     """Convert an unpadded 8-bit msg to BGR with cv_bridge if importable, else rosbags.image."""
     try:
-        if CvBridge is not None:
-            return CvBridge().imgmsg_to_cv2(msg, 'bgr8')
-        return message_to_cvimage(msg, 'bgr8')
-    except (ImageError, TypeError, cv2.error) as err:  # CvBridgeError is a TypeError
+        return _convert_to_bgr(msg)
+    except _CONVERSION_ERRORS as err:
         raise ImageDecodeError(f'cannot convert {msg.encoding!r} to bgr8: {err}') from err
 
 

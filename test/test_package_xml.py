@@ -21,7 +21,7 @@ PACKAGE = 'segtrack_ros'
 RUNTIME_SOURCES = (f'{PACKAGE}/**/*.py', 'launch/*.py')
 
 # Python module -> rosdep key of the package that provides it; the longest matching dotted
-# prefix wins (rosbags.image comes from rosbags-image, the rest of rosbags from rosbags).
+# prefix wins, first in ROSDEP_KEYS, then in PROVIDED_BY.
 ROSDEP_KEYS = {
     'ament_index_python': 'ament_index_python',
     'builtin_interfaces': 'builtin_interfaces',
@@ -35,7 +35,6 @@ ROSDEP_KEYS = {
     'rcl_interfaces': 'rcl_interfaces',
     'rclpy': 'rclpy',
     'rosbags': 'python3-rosbags-pip',
-    'rosbags.image': 'python3-rosbags-image-pip',
     'sensor_msgs': 'sensor_msgs',
     'std_msgs': 'std_msgs',
     'std_srvs': 'std_srvs',
@@ -50,6 +49,9 @@ PROVIDED_BY = {
     # rosdep key python3-torch would install the distribution's CPU-only apt build, which pip
     # then keeps instead of the CUDA wheels: declaring it would cost GPU users their GPU.
     'torch': 'python3-ultralytics-pip',
+    # rosbags-image converts images only where cv_bridge is missing (the pip route, which
+    # installs it from requirements.txt); ROS installs use cv_bridge. It has no rosdep key.
+    'rosbags.image': 'cv_bridge',
 }
 
 # Declared run-time dependencies that no import or launch file shows, with the reason.
@@ -259,8 +261,8 @@ def test_checks_on_a_constructed_package(tmp_path):
                             'not_a_known_module.sub'}
     assert modules['torch'] == [12]
     keys, unknown = required_keys(modules)
-    assert set(keys) == {'python3-numpy', 'python3-rosbags-image-pip', 'python3-rosbags-pip',
-                         'cv_bridge', 'python3-ultralytics-pip'}
+    assert set(keys) == {'python3-numpy', 'python3-rosbags-pip', 'cv_bridge',
+                         'python3-ultralytics-pip'}
     assert set(unknown) == {'not_a_known_module.sub'}
     assert launched_packages(source) == {'rviz2': [14], 'tf2_ros': [14]}
 
@@ -270,8 +272,8 @@ def test_checks_on_a_constructed_package(tmp_path):
                    '<depend>python3-yaml</depend></package>')
     declared = runtime_dependencies(manifest(xml))
     assert declared == {'python3-numpy', 'python3-yaml'}
-    assert set(keys) - declared == {'python3-rosbags-image-pip', 'python3-rosbags-pip',
-                                    'cv_bridge', 'python3-ultralytics-pip'}
+    assert set(keys) - declared == {'python3-rosbags-pip', 'cv_bridge',
+                                    'python3-ultralytics-pip'}
     assert declared - set(keys) == {'python3-yaml'}
 
     setup = tmp_path / 'setup.py'
