@@ -29,7 +29,7 @@ from std_srvs.srv import Trigger
 from segtrack_ros import image_codec, labels
 from segtrack_ros.params import BY_NAME, check_combination, PARAMETERS
 from segtrack_ros.render import Renderer, RenderConfig
-from segtrack_ros.segmenter import Segmenter, SegmenterConfig, SegmenterError
+from segtrack_ros.segmenter import check_tracker, Segmenter, SegmenterConfig, SegmenterError
 from segtrack_ros.stats import PipelineStats
 from segtrack_ros.transport import apply_large_data_profile
 
@@ -178,7 +178,7 @@ class SegTrackNode(Node):
             if spec is None:
                 continue  # qos_overrides.* and use_sim_time are rclpy's own
             value = plain(parameter.value)
-            reason = spec.check(value)
+            reason = spec.check(value) or self._tracker_problem(spec.name, value)
             if reason:
                 return SetParametersResult(successful=False, reason=reason)
             new[spec.name] = value
@@ -188,6 +188,16 @@ class SegTrackNode(Node):
         self._values = new
         self._changed.set()
         return SetParametersResult(successful=True)
+
+    @staticmethod
+    def _tracker_problem(name, value):
+        if name != 'tracker':
+            return None
+        try:
+            check_tracker(value)
+        except SegmenterError as error:
+            return str(error)
+        return None
 
     def _segmenter_values(self):
         values = {name: self._values[name] for name in SEGMENTER_FIELDS}

@@ -79,6 +79,30 @@ def is_official_model_name(name):
     return name in GITHUB_ASSETS_NAMES
 
 
+def check_tracker(name):
+    """
+    Return the path of tracker config `name` (e.g. `bytetrack.yaml`, or a path to a yaml).
+
+    Raises `SegmenterError` when it cannot be found or names no known tracker type, so that a
+    bad tracker is refused up front rather than failing on every frame.
+    """
+    from ultralytics.trackers.track import TRACKER_MAP
+    from ultralytics.utils import YAML
+    from ultralytics.utils.checks import check_yaml
+
+    if not str(name).endswith(('.yaml', '.yml')):
+        raise SegmenterError(f"tracker '{name}' must be a .yaml file, e.g. bytetrack.yaml")
+    path = check_yaml(name, hard=False)
+    if not path:
+        raise SegmenterError(
+            f"tracker '{name}' not found: use bytetrack.yaml, botsort.yaml, ... or a path")
+    kind = (YAML.load(path) or {}).get('tracker_type')
+    if kind not in TRACKER_MAP:
+        raise SegmenterError(
+            f"tracker '{name}': tracker_type {kind!r} is not one of {', '.join(TRACKER_MAP)}")
+    return path
+
+
 def load_model(name):
     """
     Load a YOLO segmentation model from a path, an official name, or a model yaml (untrained).
@@ -131,6 +155,7 @@ class Segmenter:
         import torch
 
         self._threads = torch.get_num_threads()  # ultralytics lowers it when it picks the device
+        check_tracker(config.tracker)
         self.config = replace(config, device=resolve_device(config.device))
         self._model = load_model(config.model)
         self._trackers = {}
@@ -147,6 +172,7 @@ class Segmenter:
             raise SegmenterError('model and device are fixed once the segmenter is made')
         new = replace(self.config, **changes)
         if new.tracker != self.config.tracker:
+            check_tracker(new.tracker)
             self.reset()
         self.config = new
 

@@ -220,6 +220,7 @@ def test_colour_mode_and_thresholds_change_on_the_next_frame(probe, segtrack, ou
     ({'mode': 'banana'}, 'mode'),
     ({'model': 'other.pt'}, 'read-only'),
     ({'mode': 'predict'}, 'color_mode track needs mode track'),
+    ({'tracker': 'no_such_tracker.yaml'}, 'not found'),
 ])
 def test_bad_parameters_at_run_time_are_refused(probe, segtrack, values, reason):
     """Out-of-range, unknown, read-only and contradictory values are refused with a reason."""
@@ -319,6 +320,8 @@ def test_compressed_input(probe, untrained_weights):
     ({'conf': 2.0}, 'conf'),
     ({'model': '/no/such/model.pt'}, 'not found'),
     ({'device': 'cuda:0'}, 'CUDA'),
+    ({'model': 'yolov8n.yaml'}, 'not a segmentation'),
+    ({'tracker': 'missing_tracker.yaml'}, 'not found'),
 ])
 def test_bad_parameters_at_start_exit_with_one_line(values, message):
     """A bad start is one clear error line and a non-zero exit, no traceback."""

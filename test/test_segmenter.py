@@ -150,34 +150,32 @@ def track_state(detections):
 
 def test_streams_keep_their_own_tracks(weights, frames, sticky_tracker):
     # Two cameras of different sizes: their boxes overlap too little to match each other's tracks.
-    stream_a = frames[:TRACK_FRAMES]
-    stream_b = [cv2.flip(frame, 1)[:128] for frame in frames[:TRACK_FRAMES]]
-    alone_a = run_stream(make_segmenter(weights, 'track', sticky_tracker), stream_a)
+    stream_a = frames[:3]
+    stream_b = [cv2.flip(frame, 1)[:128] for frame in frames[:3]]
+    # Stream a alone, then a frame of b's size: unmatched, it shows no (confirmed) track.
+    alone_a = run_stream(make_segmenter(weights, 'track', sticky_tracker), stream_a + stream_b[:1])
     alone_b = run_stream(make_segmenter(weights, 'track', sticky_tracker), stream_b)
-    assert all(alone_a) and all(alone_b), 'every frame should have tracks'
+    assert all(alone_a[:3]) and all(alone_b), 'every frame should have tracks'
     assert min(alone_a[0]) == 1 and min(alone_b[0]) == 1
-    assert alone_a != alone_b, 'the streams should differ, or mixing them would go unseen'
+    assert alone_a[:3] != alone_b, 'the streams should differ, or mixing them would go unseen'
+    assert alone_a[3] != alone_b[0], 'a continued tracker should differ from a fresh one'
 
     shared = make_segmenter(weights, 'track', sticky_tracker)
     mixed_a, mixed_b = [], []
-    for frame_a, frame_b in zip(stream_a[:-1], stream_b[:-1]):
+    for frame_a, frame_b in zip(stream_a, stream_b):
         mixed_a.append(track_state(shared.process(frame_a, stream='a')))
         mixed_b.append(track_state(shared.process(frame_b, stream='b')))
-    assert mixed_a == alone_a[:-1]
-    assert mixed_b == alone_b[:-1]
+    assert mixed_a == alone_a[:3]
+    assert mixed_b == alone_b
 
-    # A reset of stream b starts it again from id 1; stream a carries on as if alone.
+    # A reset stream starts a new tracker: its first frame's tracks are confirmed at once, with
+    # ids from 1. A stream that was not reset carries on as if alone.
     shared.reset('b')
-    assert track_state(shared.process(stream_b[0], stream='b')) == alone_b[0]
-    assert track_state(shared.process(stream_a[-1], stream='a')) == alone_a[-1]
-
-
-def test_reset_all_streams(weights, frames, sticky_tracker):
-    segmenter = make_segmenter(weights, 'track', sticky_tracker)
-    first = run_stream(segmenter, frames[:2], 'a')
-    run_stream(segmenter, frames[:2], 'b')
-    segmenter.reset()
-    assert run_stream(segmenter, frames[:2], 'a') == first
+    assert track_state(shared.process(stream_a[0], stream='b')) == alone_a[0]
+    assert track_state(shared.process(stream_b[0], stream='a')) == alone_a[3]
+    shared.reset()
+    assert track_state(shared.process(stream_b[0], stream='a')) == alone_b[0]
+    assert track_state(shared.process(stream_a[0], stream='b')) == alone_a[0]
 
 
 def test_blank_frame_gives_empty_detections(predictor):

@@ -1,0 +1,279 @@
+"""
+segtrack_node under bad inputs and faults: it never crashes, says what is wrong, and goes on.
+
+The long load runs are in `make soak`; here are the short versions.
+"""
+
+import os
+from pathlib import Path
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+
+from diagnostic_msgs.msg import DiagnosticArray
+import numpy as np
+import pytest
+import rclpy
+from ros_harness import make_frame, NodeProcess, ProbeNode
+from sensor_msgs.msg import CompressedImage, Image
+from vision_msgs.msg import Detection2DArray
+
+from conftest import UNTRAINED_CONF, write_test_video
+from segtrack_ros import image_codec
+from segtrack_ros.transport import apply_large_data_profile
+
+TIMEOUT = 60.0
+
+
+def wait_until(predicate, timeout=TIMEOUT):
+    """Poll `predicate` until it is true or `timeout` passes; return its last value."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(0.05)
+    return predicate()
+
+
+@pytest.fixture(scope='module')
+def probe():
+    """The test's own node."""
+    apply_large_data_profile()
+    rclpy.init()
+    node = ProbeNode('reliability_test')
+    try:
+        yield node
+    finally:
+        node.destroy()
+        rclpy.try_shutdown()
+
+
+def start_node(probe, untrained_weights, namespace, **parameters):
+    """A segtrack_node in predict mode on the untrained weights, once it subscribes."""
+    process = NodeProcess('segtrack_node', {
+        'model': untrained_weights, 'device': 'cpu', 'conf': UNTRAINED_CONF, 'imgsz': 320,
+        'max_det': 4, 'mode': 'predict', **parameters}, namespace)
+    topic = (f'{namespace}/image/compressed'
+             if parameters.get('input_transport') == 'compressed' else f'{namespace}/image')
+    assert probe.wait_for_graph(lambda node: node.count_subscribers(topic) > 0, TIMEOUT), \
+        process.output
+    return process
+
+
+def bad_count(diagnostics, namespace):
+    """The node's latest `bad_inputs` figure in /diagnostics, or -1 before the first one."""
+    for array in reversed(diagnostics.messages):
+        for status in array.status:
+            if status.name.startswith(f'{namespace}/segtrack_node'):
+                return int(next(v.value for v in status.values if v.key == 'bad_inputs'))
+    return -1
+
+
+def raw_message(probe, frame=None, **fields):
+    """A valid bgr8 message of a small frame, with `fields` overwritten."""
+    message = image_codec.to_image_msg(
+        make_frame(0, 64, 48) if frame is None else frame, 'bgr8', probe.header())
+    for name, value in fields.items():
+        setattr(message, name, value)
+    return message
+
+
+def gray_message(probe, encoding, values, big_endian=False):
+    """A single-channel message of `values` (2-D numpy) in `encoding`."""
+    data = values.astype(values.dtype.newbyteorder('>' if big_endian else '<')).tobytes()
+    return Image(header=probe.header(), height=values.shape[0], width=values.shape[1],
+                 encoding=encoding, is_bigendian=int(big_endian),
+                 step=values.shape[1] * values.itemsize, data=data)
+
+
+def bad_raw_messages(probe):
+    """Image messages the node must refuse, by the problem each one has."""
+    frame = make_frame(1, 64, 48)
+    good = image_codec.to_image_msg(frame, 'bgr8', probe.header())
+    return {
+        'unknown encoding': raw_message(probe, encoding='bgr9'),
+        'empty encoding': raw_message(probe, encoding=''),
+        'width 0': raw_message(probe, width=0),
+        'height 0': raw_message(probe, height=0),
+        'data too short': raw_message(probe, data=bytes(good.data)[:-10]),
+        'data too long': raw_message(probe, data=bytes(good.data) + bytes(10)),
+        'step smaller than a row': raw_message(probe, step=10),
+        'huge size, little data': raw_message(probe, width=100000, height=100000,
+                                              step=300000),
+    }
+
+
+def odd_but_valid_messages(probe):
+    """Messages that look strange but are valid: the node must process them."""
+    frame = make_frame(2, 64, 48)
+    padded = np.zeros((48, 64 * 3 + 5), np.uint8)
+    padded[:, :64 * 3] = frame.reshape(48, -1)
+    floats = np.linspace(0, 1, 64 * 48, dtype=np.float32).reshape(48, 64)
+    floats[0, :5] = [np.nan, np.inf, -np.inf, np.nan, 1e30]
+    return {
+        'odd row padding': Image(header=probe.header(), height=48, width=64, encoding='bgr8',
+                                 step=64 * 3 + 5, data=padded.tobytes()),
+        'big-endian mono16': gray_message(
+            probe, 'mono16', np.arange(64 * 48, dtype=np.uint16).reshape(48, 64) * 20, True),
+        'float with NaN and inf': gray_message(probe, '32FC1', floats),
+    }
+
+
+def bad_compressed_messages(probe):
+    """CompressedImage messages the node must refuse."""
+    import cv2
+
+    _, jpeg = cv2.imencode('.jpg', make_frame(3, 64, 48))
+    _, png = cv2.imencode('.png', make_frame(3, 64, 48))
+    return {
+        'empty jpeg': CompressedImage(header=probe.header(), format='jpeg', data=b''),
+        'corrupt jpeg': CompressedImage(header=probe.header(), format='jpeg',
+                                        data=bytes(range(256)) * 4),
+        'truncated jpeg': CompressedImage(header=probe.header(), format='jpeg',
+                                          data=jpeg.tobytes()[:len(jpeg) // 2]),
+        'truncated png': CompressedImage(header=probe.header(), format='png',
+                                         data=png.tobytes()[:len(png) // 2]),
+        'unknown format': CompressedImage(header=probe.header(), format='webp',
+                                          data=jpeg.tobytes()),
+    }
+
+
+def send_each_and_check(probe, publisher, messages, namespace, good):
+    """Send each bad message; each is counted, and a good message after it is processed."""
+    diagnostics = probe.collect(DiagnosticArray, '/diagnostics')
+    detections = probe.collect(Detection2DArray, f'{namespace}/detections')
+    assert wait_until(lambda: bad_count(diagnostics, namespace) == 0)
+    for count, (problem, message) in enumerate(messages.items(), start=1):
+        message.header = probe.header()
+        publisher.publish(message)
+        assert wait_until(lambda: bad_count(diagnostics, namespace) >= count), problem
+        after = good()
+        publisher.publish(after)
+        assert wait_until(lambda: detections.by_stamp(after.header.stamp)), problem
+    assert bad_count(diagnostics, namespace) == len(messages)
+
+
+def test_bad_raw_images_are_skipped_counted_and_logged(probe, untrained_weights):
+    """Every malformed Image is refused with a warning; valid odd ones are processed."""
+    namespace = '/bad_raw'
+    process = start_node(probe, untrained_weights, namespace)
+    try:
+        publisher = probe.publisher(Image, f'{namespace}/image')
+        send_each_and_check(probe, publisher, bad_raw_messages(probe), namespace,
+                            lambda: raw_message(probe))
+        detections = probe.collect(Detection2DArray, f'{namespace}/detections')
+        for problem, message in odd_but_valid_messages(probe).items():
+            message.header = probe.header()
+            publisher.publish(message)
+            assert wait_until(lambda: detections.by_stamp(message.header.stamp)), problem
+        assert 'bad input image skipped' in process.output
+    finally:
+        code, _ = process.stop()
+    assert code == 0 and 'Traceback' not in process.output, process.output
+
+
+def test_bad_compressed_images_are_skipped_and_counted(probe, untrained_weights):
+    """Empty, corrupt and truncated JPEG/PNG and unknown formats are refused; JPEG works."""
+    import cv2
+
+    namespace = '/bad_compressed'
+    process = start_node(probe, untrained_weights, namespace, input_transport='compressed')
+    try:
+        publisher = probe.publisher(CompressedImage, f'{namespace}/image/compressed')
+        _, jpeg = cv2.imencode('.jpg', make_frame(4, 64, 48))
+        send_each_and_check(
+            probe, publisher, bad_compressed_messages(probe), namespace,
+            lambda: CompressedImage(header=probe.header(), format='jpeg', data=jpeg.tobytes()))
+    finally:
+        code, _ = process.stop()
+    assert code == 0 and 'Traceback' not in process.output, process.output
+
+
+def test_publisher_pause_and_node_restart(probe, untrained_weights, tmp_path):
+    """The outputs resume when the publisher pauses, and when the node restarts under it."""
+    namespace = '/restart'
+    video = write_test_video(tmp_path / 'loop.avi', frames=20)
+    publisher = NodeProcess('video_publisher', {'source': str(video), 'rate': 10.0,
+                                                'loop': True}, namespace)
+    masks = probe.collect(Image, f'{namespace}/instance_mask')
+    node = start_node(probe, untrained_weights, namespace)
+    try:
+        assert wait_until(lambda: len(masks.messages) >= 3), node.output + publisher.output
+        publisher.process.send_signal(signal.SIGSTOP)  # the camera freezes ...
+        time.sleep(2.0)
+        paused_at = len(masks.messages)
+        publisher.process.send_signal(signal.SIGCONT)  # ... and comes back
+        assert wait_until(lambda: len(masks.messages) >= paused_at + 3), node.output
+
+        code, _ = node.stop()
+        assert code == 0, node.output
+        stopped_at = len(masks.messages)
+        node = start_node(probe, untrained_weights, namespace)
+        assert wait_until(lambda: len(masks.messages) >= stopped_at + 3), node.output
+    finally:
+        node.stop()
+        publisher.stop()
+
+
+@pytest.mark.parametrize('content, message', [
+    (b'', 'cannot be loaded'),
+    (b'PK\x03\x04 this is not a checkpoint', 'cannot be loaded'),
+])
+def test_broken_model_file_exits_with_one_line(tmp_path, content, message):
+    """An empty or truncated model file: one error line, exit code 1, no traceback."""
+    model = tmp_path / 'broken.pt'
+    model.write_bytes(content)
+    process = NodeProcess('segtrack_node', {'model': str(model), 'device': 'cpu'})
+    assert process.wait(timeout=TIMEOUT) == 1, process.output
+    errors = [line for line in process.lines if 'error' in line.lower()]
+    assert len(errors) == 1 and message in errors[0], process.output
+    assert 'Traceback' not in process.output
+
+
+NETWORK_GUARD = textwrap.dedent('''
+    import socket
+    attempts = []
+    local = ('127.', '::1', 'localhost')
+    real_connect, real_getaddrinfo = socket.socket.connect, socket.getaddrinfo
+
+    def connect(self, address):
+        if self.family in (socket.AF_INET, socket.AF_INET6) and not str(address[0]).startswith(local):
+            attempts.append(address)
+            raise OSError('network disabled by the test')
+        return real_connect(self, address)
+
+    def getaddrinfo(host, *args, **kwargs):
+        if not str(host).startswith(local):
+            attempts.append(host)
+            raise socket.gaierror('network disabled by the test')
+        return real_getaddrinfo(host, *args, **kwargs)
+
+    socket.socket.connect, socket.getaddrinfo = connect, getaddrinfo
+
+    import numpy as np
+    import rclpy
+    from rclpy.parameter import Parameter
+    from segtrack_ros.node import SegTrackNode
+    rclpy.init()
+    node = SegTrackNode(parameter_overrides=[Parameter('model', value=MODEL),
+                                             Parameter('device', value='cpu'),
+                                             Parameter('mode', value='track')])
+    node._segmenter.process(np.zeros((64, 64, 3), np.uint8), 'check')
+    node.destroy_node()
+    rclpy.try_shutdown()
+    print('network attempts:', attempts)
+''')
+
+
+def test_node_opens_no_network_connection(untrained_weights):
+    """With the network failing, the node still starts from a local model and never tries it."""
+    environment = {key: value for key, value in os.environ.items()
+                   if not key.startswith('YOLO_')}  # the package itself must keep it offline
+    script = NETWORK_GUARD.replace('MODEL', repr(untrained_weights))
+    result = subprocess.run([sys.executable, '-c', script], capture_output=True, text=True,
+                            timeout=TIMEOUT, env=environment, cwd=Path(untrained_weights).parent)
+    assert result.returncode == 0, result.stderr
+    assert 'network attempts: []' in result.stdout, result.stdout + result.stderr
