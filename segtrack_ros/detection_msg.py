@@ -5,9 +5,8 @@ Each Detection2D carries the instance's label-image value as `id`, the class nam
 `results[0].hypothesis.class_id`, the score, and the box centre and size in input pixels.
 """
 
-from vision_msgs.msg import Detection2D, Detection2DArray, ObjectHypothesisWithPose
-
 from segtrack_ros.labels import mask_values
+from vision_msgs.msg import Detection2D, Detection2DArray, ObjectHypothesisWithPose
 
 
 def to_detection_array(detections, header):

@@ -13,25 +13,24 @@ import sys
 import threading
 import time
 
-import rclpy
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 from rcl_interfaces.msg import (FloatingPointRange, IntegerRange, ParameterDescriptor,
                                 SetParametersResult)
+import rclpy
 from rclpy.exceptions import ParameterException
 from rclpy.executors import ExternalShutdownException
 from rclpy.node import Node
 from rclpy.parameter import Parameter
 from rclpy.qos import qos_profile_sensor_data, QoSProfile, ReliabilityPolicy
 from rclpy.qos_overriding_options import QoSOverridingOptions
-from sensor_msgs.msg import CompressedImage, Image
-from std_srvs.srv import Trigger
-
 from segtrack_ros import image_codec, labels
 from segtrack_ros.params import BY_NAME, check_combination, PARAMETERS
-from segtrack_ros.render import Renderer, RenderConfig
+from segtrack_ros.render import RenderConfig, Renderer
 from segtrack_ros.segmenter import check_tracker, Segmenter, SegmenterConfig, SegmenterError
 from segtrack_ros.stats import PipelineStats
 from segtrack_ros.transport import apply_large_data_profile
+from sensor_msgs.msg import CompressedImage, Image
+from std_srvs.srv import Trigger
 
 try:
     from segtrack_ros.detection_msg import to_detection_array
@@ -82,7 +81,7 @@ class LatestFrame:
 
 
 def descriptor(spec):
-    """The ROS parameter descriptor of a `ParameterSpec`: description, range, read-only."""
+    """Build the ROS parameter descriptor of a `ParameterSpec`: description, range, read-only."""
     text = spec.description
     if spec.choices:
         text += f' One of: {", ".join(spec.choices)}.'
@@ -97,7 +96,7 @@ def descriptor(spec):
 
 def initial_value(spec):
     """
-    The value to declare: the default, or the bare type for the empty `classes` list.
+    Return the value to declare: the default, or the bare type for the empty `classes` list.
 
     rclpy would type an empty list as a byte array; declared by type, it starts unset (read as
     empty by `plain`) and takes integer lists.
@@ -106,7 +105,7 @@ def initial_value(spec):
 
 
 def plain(value):
-    """A parameter value as the core wants it: lists for arrays, [] for an unset list."""
+    """Return a parameter value as the core wants it: lists for arrays, [] for an unset list."""
     if value is None:
         return []
     return list(value) if isinstance(value, (list, tuple, array.array)) else value

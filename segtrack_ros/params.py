@@ -17,7 +17,7 @@ RELIABILITIES = ('best_effort', 'reliable')
 
 @dataclass(frozen=True)
 class ParameterSpec:
-    """One parameter: a default, what it does, what values it takes, and if it is fixed at start."""
+    """One parameter: its default, what it does, what values it takes, if fixed at start."""
 
     name: str
     default: object

@@ -4,9 +4,9 @@ Running figures of the node's pipeline for `/diagnostics`: rates, drops, bad inp
 Thread-safe; ROS-free, so benchmarks and tests can use it too.
 """
 
+from collections import deque
 import threading
 import time
-from collections import deque
 
 import numpy as np
 
@@ -51,9 +51,10 @@ class PipelineStats:
         """Totals, plus rates and timing percentiles over the last few seconds."""
         with self._lock:
             now = time.monotonic()
-            for times, stamp_of in ((self._received, lambda t: t), (self._processed, lambda p: p[0])):
-                while times and now - stamp_of(times[0]) > self._window:
-                    times.popleft()
+            while self._received and now - self._received[0] > self._window:
+                self._received.popleft()
+            while self._processed and now - self._processed[0][0] > self._window:
+                self._processed.popleft()
             recent = np.array(self._processed, float).reshape(-1, 3)
             figures = dict(self.counts)
             figures['input_hz'] = len(self._received) / self._window
@@ -61,5 +62,6 @@ class PipelineStats:
         has_recent = len(recent) > 0
         figures['inference_ms'] = float(np.mean(recent[:, 1])) if has_recent else 0.0
         for q in (50, 95):
-            figures[f'latency_p{q}_ms'] = float(np.percentile(recent[:, 2], q)) if has_recent else 0.0
+            figures[f'latency_p{q}_ms'] = (float(np.percentile(recent[:, 2], q)) if has_recent
+                                           else 0.0)
         return figures

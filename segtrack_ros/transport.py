@@ -19,7 +19,7 @@ FASTDDS_RMW = 'rmw_fastrtps_cpp'
 
 
 def profile_path():
-    """The installed profile (share/segtrack_ros/config), else the one of a source checkout."""
+    """Return the installed profile (share/segtrack_ros/config), else a source checkout's."""
     try:
         installed = Path(get_package_share_directory('segtrack_ros')) / 'config' / PROFILE_NAME
         if installed.is_file():

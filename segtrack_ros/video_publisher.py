@@ -3,18 +3,17 @@
 import sys
 
 import cv2
-import rclpy
 from rcl_interfaces.msg import FloatingPointRange, ParameterDescriptor
+import rclpy
 from rclpy.executors import ExternalShutdownException
 from rclpy.node import Node
 from rclpy.qos import QoSProfile, ReliabilityPolicy
 from rclpy.qos_overriding_options import QoSOverridingOptions
-from sensor_msgs.msg import Image
-from std_msgs.msg import Header
-
 from segtrack_ros.image_codec import to_image_msg
 from segtrack_ros.transport import apply_large_data_profile
 from segtrack_ros.video_io import open_source, VideoError
+from sensor_msgs.msg import Image
+from std_msgs.msg import Header
 
 
 class VideoPublisher(Node):

@@ -36,13 +36,13 @@ def write_test_video(path, frames=12, width=320, height=240, fps=15.0):
 
 @pytest.fixture(scope='session')
 def test_video(tmp_path_factory):
-    """A 12-frame 320×240 15 fps MJPG video."""
+    """Return a 12-frame 320×240 15 fps MJPG video."""
     return write_test_video(tmp_path_factory.mktemp('video') / 'moving.avi')
 
 
 @pytest.fixture(scope='session')
 def permissive_tracker(tmp_path_factory):
-    """A ByteTrack config that tracks the untrained model's low-score detections."""
+    """Return a ByteTrack config that tracks the untrained model's low-score detections."""
     path = tmp_path_factory.mktemp('tracker') / 'permissive_bytetrack.yaml'
     path.write_text('tracker_type: bytetrack\ntrack_high_thresh: 0.00005\n'
                     'track_low_thresh: 0.00001\nnew_track_thresh: 0.00005\ntrack_buffer: 30\n'
@@ -52,7 +52,7 @@ def permissive_tracker(tmp_path_factory):
 
 @pytest.fixture(scope='session')
 def untrained_weights(tmp_path_factory):
-    """An untrained yolov8n-seg saved once, so that every process loads the same weights."""
+    """Save an untrained yolov8n-seg once, so that every process loads the same weights."""
     from ultralytics import YOLO
 
     path = tmp_path_factory.mktemp('weights') / 'untrained-seg.pt'

@@ -1,14 +1,15 @@
 """
-Real ROS plumbing for the DDS tests: node processes, a test node that spins in a thread, and
-subscriptions that collect what arrives.
+Real ROS plumbing for the DDS tests.
+
+Node processes, a test node that spins in a thread, and subscriptions that collect what arrives.
 """
 
+from pathlib import Path
 import signal
 import subprocess
 import sys
 import threading
 import time
-from pathlib import Path
 
 import numpy as np
 import rclpy
@@ -22,7 +23,7 @@ BEST_EFFORT = QoSProfile(depth=10, reliability=ReliabilityPolicy.BEST_EFFORT)
 
 
 def ros_value(value):
-    """A Python value as a `-p name:=value` command-line literal."""
+    """Write a Python value as a `-p name:=value` command-line literal."""
     if isinstance(value, bool):
         return str(value).lower()
     if isinstance(value, (list, tuple)):
@@ -49,7 +50,7 @@ class NodeProcess:
 
     @property
     def output(self):
-        """Everything the process printed so far."""
+        """Return everything the process printed so far."""
         return ''.join(self.lines)
 
     def wait(self, timeout):
@@ -93,7 +94,7 @@ class Collector:
             return self._condition.wait_for(lambda: len(self.messages) >= count, timeout)
 
     def by_stamp(self, stamp):
-        """The messages whose header stamp equals `stamp`."""
+        """Return the messages whose header stamp equals `stamp`."""
         return [m for m in self.messages if m.header.stamp == stamp]
 
 
@@ -115,11 +116,11 @@ class ProbeNode:
         return collector
 
     def publisher(self, message_type, topic, qos=RELIABLE):
-        """A publisher on `topic`."""
+        """Return a publisher on `topic`."""
         return self.node.create_publisher(message_type, topic, qos)
 
     def header(self, frame_id='camera', step_ms=33):
-        """A header with a fresh stamp, later than the previous one."""
+        """Return a header with a fresh stamp, later than the previous one."""
         self._stamp_ns = max(self._stamp_ns + step_ms * 1_000_000, time.time_ns())
         header = Header(frame_id=frame_id)
         header.stamp.sec, header.stamp.nanosec = divmod(self._stamp_ns, 1_000_000_000)
@@ -141,7 +142,7 @@ class ProbeNode:
 
 
 def make_frame(index, width=768, height=576):
-    """A frame with a few bright shapes on a textured background, different for each index."""
+    """Return a frame of bright shapes on a textured background, different for each index."""
     import cv2
 
     rng = np.random.default_rng(index)

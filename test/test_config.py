@@ -9,9 +9,8 @@ import ast
 from pathlib import Path
 
 import pytest
-import yaml
-
 from segtrack_ros.params import BY_NAME, check_combination, PARAMETERS, yaml_text
+import yaml
 
 REPO = Path(__file__).resolve().parent.parent
 API_LAUNCH_ARGUMENTS = {'device', 'color_mode', 'mode', 'model', 'image', 'params_file',

@@ -1,11 +1,14 @@
 """
-segtrack_node over real DDS: a node process, a test process publishing frames and collecting
-every output, and the core run in the test on the same frames as the reference.
+segtrack_node over real DDS.
+
+A node process, a test process publishing frames and collecting every output, and the core run
+in the test on the same frames as the reference.
 """
 
 import signal
 import time
 
+from conftest import UNTRAINED_CONF
 import cv2
 from diagnostic_msgs.msg import DiagnosticArray
 import numpy as np
@@ -14,15 +17,13 @@ import rclpy
 from rclpy.parameter import Parameter
 from rclpy.parameter_client import AsyncParameterClient
 from ros_harness import BEST_EFFORT, make_frame, NodeProcess, ProbeNode, RELIABLE
+from segtrack_ros import image_codec
+from segtrack_ros.segmenter import Segmenter, SegmenterConfig
+from segtrack_ros.transport import apply_large_data_profile
 from sensor_msgs.msg import CompressedImage, Image
 from std_srvs.srv import Trigger
 from ultralytics.utils.plotting import colors
 from vision_msgs.msg import Detection2DArray
-
-from conftest import UNTRAINED_CONF
-from segtrack_ros import image_codec
-from segtrack_ros.segmenter import Segmenter, SegmenterConfig
-from segtrack_ros.transport import apply_large_data_profile
 
 NAMESPACE = '/cam_a'
 NODE = f'{NAMESPACE}/segtrack_node'
@@ -33,7 +34,7 @@ TIMEOUT = 60.0
 
 @pytest.fixture(scope='module')
 def probe():
-    """The test's own node; publishes with the large-data profile, like video_publisher."""
+    """Make the test's own node; it publishes with the large-data profile, as video_publisher."""
     apply_large_data_profile()
     rclpy.init()
     node = ProbeNode()
@@ -46,7 +47,7 @@ def probe():
 
 @pytest.fixture(scope='module')
 def node_parameters(untrained_weights, permissive_tracker):
-    """Parameters of the node under test: untrained weights, forced detections, tracking."""
+    """Return the node's parameters: untrained weights, forced detections, tracking."""
     return {'model': untrained_weights, 'device': 'cpu', 'conf': UNTRAINED_CONF, 'imgsz': 320,
             'max_det': 6, 'mode': 'track', 'tracker': permissive_tracker, 'color_mode': 'track',
             'mask_alpha': 0.0, 'line_width': 3}
@@ -54,7 +55,7 @@ def node_parameters(untrained_weights, permissive_tracker):
 
 @pytest.fixture(scope='module')
 def segtrack(probe, node_parameters):
-    """segtrack_node in its own process, ready: it receives and publishes."""
+    """Start segtrack_node in its own process; ready when it receives and publishes."""
     process = NodeProcess('segtrack_node', node_parameters, NAMESPACE)
     ready = probe.wait_for_graph(
         lambda node: node.count_subscribers(f'{NAMESPACE}/image') > 0
@@ -67,7 +68,7 @@ def segtrack(probe, node_parameters):
 
 @pytest.fixture(scope='module')
 def outputs(probe, segtrack):
-    """A reliable collector on every output, and a best-effort one on the annotated image."""
+    """Collect every output (reliable), and the annotated image also with best effort."""
     collectors = {topic: probe.collect(kind, f'{NAMESPACE}/{topic}')
                   for topic, kind in OUTPUTS.items()}
     collectors['best_effort'] = probe.collect(Image, f'{NAMESPACE}/annotated_image', BEST_EFFORT)
@@ -79,7 +80,7 @@ def outputs(probe, segtrack):
 
 @pytest.fixture(scope='module')
 def image_publisher(probe):
-    """Publisher of raw frames into the node."""
+    """Return a publisher of raw frames into the node."""
     return probe.publisher(Image, f'{NAMESPACE}/image', RELIABLE)
 
 
@@ -117,7 +118,7 @@ def warm_up(probe, image_publisher, outputs):
 
 
 def latest_diagnostics(collector, key):
-    """Value of `key` in the node's newest diagnostics status."""
+    """Return the value of `key` in the node's newest diagnostics status."""
     for array in reversed(collector.messages):
         for status in array.status:
             if status.name.startswith(NODE):
@@ -191,8 +192,8 @@ def check_frame_outputs(outputs, header, frame, expected, names):
     assert set(np.unique(instance_ids)) - {0} <= {int(d.id) for d in detections.detections}
 
 
-def test_colour_mode_and_thresholds_change_on_the_next_frame(probe, segtrack, outputs,
-                                                           image_publisher):
+def test_colour_mode_and_thresholds_change_on_the_next_frame(
+        probe, segtrack, outputs, image_publisher):
     """color_mode switches the colours; a high conf gives an empty, still-stamped detection."""
     warm_up(probe, image_publisher, outputs)
     frame = make_frame(7)

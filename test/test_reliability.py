@@ -12,17 +12,16 @@ import sys
 import textwrap
 import time
 
+from conftest import UNTRAINED_CONF, write_test_video
 from diagnostic_msgs.msg import DiagnosticArray
 import numpy as np
 import pytest
 import rclpy
 from ros_harness import make_frame, NodeProcess, ProbeNode
-from sensor_msgs.msg import CompressedImage, Image
-from vision_msgs.msg import Detection2DArray
-
-from conftest import UNTRAINED_CONF, write_test_video
 from segtrack_ros import image_codec
 from segtrack_ros.transport import apply_large_data_profile
+from sensor_msgs.msg import CompressedImage, Image
+from vision_msgs.msg import Detection2DArray
 
 TIMEOUT = 60.0
 
@@ -40,7 +39,7 @@ def wait_until(predicate, timeout=TIMEOUT):
 
 @pytest.fixture(scope='module')
 def probe():
-    """The test's own node."""
+    """Make the test's own node."""
     apply_large_data_profile()
     rclpy.init()
     node = ProbeNode('reliability_test')
@@ -52,7 +51,7 @@ def probe():
 
 
 def start_node(probe, untrained_weights, namespace, **parameters):
-    """A segtrack_node in predict mode on the untrained weights, once it subscribes."""
+    """Start a segtrack_node in predict mode on the untrained weights; wait for it."""
     process = NodeProcess('segtrack_node', {
         'model': untrained_weights, 'device': 'cpu', 'conf': UNTRAINED_CONF, 'imgsz': 320,
         'max_det': 4, 'mode': 'predict', **parameters}, namespace)
@@ -64,7 +63,7 @@ def start_node(probe, untrained_weights, namespace, **parameters):
 
 
 def bad_count(diagnostics, namespace):
-    """The node's latest `bad_inputs` figure in /diagnostics, or -1 before the first one."""
+    """Return the node's latest `bad_inputs` in /diagnostics, or -1 before the first one."""
     for array in reversed(diagnostics.messages):
         for status in array.status:
             if status.name.startswith(f'{namespace}/segtrack_node'):
@@ -73,7 +72,7 @@ def bad_count(diagnostics, namespace):
 
 
 def raw_message(probe, frame=None, **fields):
-    """A valid bgr8 message of a small frame, with `fields` overwritten."""
+    """Return a valid bgr8 message of a small frame, with `fields` overwritten."""
     message = image_codec.to_image_msg(
         make_frame(0, 64, 48) if frame is None else frame, 'bgr8', probe.header())
     for name, value in fields.items():
@@ -82,7 +81,7 @@ def raw_message(probe, frame=None, **fields):
 
 
 def gray_message(probe, encoding, values, big_endian=False):
-    """A single-channel message of `values` (2-D numpy) in `encoding`."""
+    """Return a single-channel message of `values` (2-D numpy) in `encoding`."""
     data = values.astype(values.dtype.newbyteorder('>' if big_endian else '<')).tobytes()
     return Image(header=probe.header(), height=values.shape[0], width=values.shape[1],
                  encoding=encoding, is_bigendian=int(big_endian),
@@ -90,7 +89,7 @@ def gray_message(probe, encoding, values, big_endian=False):
 
 
 def bad_raw_messages(probe):
-    """Image messages the node must refuse, by the problem each one has."""
+    """Return Image messages the node must refuse, by the problem each one has."""
     frame = make_frame(1, 64, 48)
     good = image_codec.to_image_msg(frame, 'bgr8', probe.header())
     return {
@@ -107,7 +106,7 @@ def bad_raw_messages(probe):
 
 
 def odd_but_valid_messages(probe):
-    """Messages that look strange but are valid: the node must process them."""
+    """Return messages that look strange but are valid: the node must process them."""
     frame = make_frame(2, 64, 48)
     padded = np.zeros((48, 64 * 3 + 5), np.uint8)
     padded[:, :64 * 3] = frame.reshape(48, -1)
@@ -123,7 +122,7 @@ def odd_but_valid_messages(probe):
 
 
 def bad_compressed_messages(probe):
-    """CompressedImage messages the node must refuse."""
+    """Return CompressedImage messages the node must refuse."""
     import cv2
 
     _, jpeg = cv2.imencode('.jpg', make_frame(3, 64, 48))
@@ -233,14 +232,15 @@ def test_broken_model_file_exits_with_one_line(tmp_path, content, message):
     assert 'Traceback' not in process.output
 
 
-NETWORK_GUARD = textwrap.dedent('''
+NETWORK_GUARD = textwrap.dedent("""
     import socket
     attempts = []
     local = ('127.', '::1', 'localhost')
     real_connect, real_getaddrinfo = socket.socket.connect, socket.getaddrinfo
 
     def connect(self, address):
-        if self.family in (socket.AF_INET, socket.AF_INET6) and not str(address[0]).startswith(local):
+        remote = not str(address[0]).startswith(local)
+        if self.family in (socket.AF_INET, socket.AF_INET6) and remote:
             attempts.append(address)
             raise OSError('network disabled by the test')
         return real_connect(self, address)
@@ -265,7 +265,7 @@ NETWORK_GUARD = textwrap.dedent('''
     node.destroy_node()
     rclpy.try_shutdown()
     print('network attempts:', attempts)
-''')
+""")
 
 
 def test_node_opens_no_network_connection(untrained_weights):
