@@ -1,8 +1,8 @@
 """
-The per-frame result of the package: `Detections`, and the one place that reads ultralytics `Results`.
+The per-frame result of the package: `Detections`; the one place that reads ultralytics `Results`.
 
-Everything downstream (rendering, label images, ROS messages, evaluation) works on `Detections`, so a
-change in ultralytics' result layout touches this file only.
+Everything downstream (rendering, label images, ROS messages, evaluation) works on `Detections`, so
+a change in ultralytics' result layout touches this file only.
 """
 
 from dataclasses import dataclass

@@ -11,10 +11,9 @@ from dataclasses import dataclass
 
 import cv2
 import numpy as np
-from ultralytics.utils.plotting import colors
-
-from segtrack_ros.detections import mask_contours
+from segtrack_ros.detections import box_window, mask_contours
 from segtrack_ros.labels import owner_image
+from ultralytics.utils.plotting import colors
 
 COLOR_MODES = ('class', 'track')
 
@@ -42,6 +41,21 @@ def text_color(background):
     return (0, 0, 0) if luminance > 150 else (255, 255, 255)
 
 
+def _area(window):
+    rows, cols = window
+    return (rows.stop - rows.start) * (cols.stop - cols.start)
+
+
+def _lookup(indices, table):
+    """`table[indices]` for a small colour table, through cv2.LUT when it has at most 256 rows."""
+    if len(table) > 256:
+        return table[indices]
+    index = indices.astype(np.uint8)
+    lut = np.zeros((256, 1, 3), np.uint8)
+    lut[:len(table), 0] = table
+    return cv2.LUT(cv2.merge((index, index, index)), lut)
+
+
 def auto_line_width(image_shape):
     """Line width that suits the image size, as ultralytics' Annotator chooses it."""
     return max(round(sum(image_shape[:2]) / 2 * 0.003), 2)
@@ -65,7 +79,8 @@ class Renderer:
 
     def instance_color(self, detections, index):
         """BGR colour of instance `index`: by class id, or by track id."""
-        key = detections.ids[index] if self.config.color_by == 'track' else detections.class_ids[index]
+        by_track = self.config.color_by == 'track'
+        key = detections.ids[index] if by_track else detections.class_ids[index]
         return colors(int(key), True)
 
     def label(self, detections, index):
@@ -90,7 +105,7 @@ class Renderer:
         image = frame.copy()
         if config.mask_alpha > 0 and len(detections):
             owner = owner_image(detections) if owner is None else owner
-            self._fill(image, owner, palette)
+            self._fill(image, owner, palette, detections.boxes)
         self._update_trails(detections)
         for index, color in enumerate(palette):
             contours = mask_contours(detections.masks[index], detections.boxes[index])
@@ -105,11 +120,31 @@ class Renderer:
                 self._draw_label(image, self.label(detections, index), anchor, color, width)
         return image
 
-    def _fill(self, image, owner, palette):
-        lookup = np.array([(0, 0, 0), *palette], np.uint8)
+    def _fill(self, image, owner, palette, boxes):
+        """
+        Blend each instance's colour into the pixels it owns, only inside the instances' boxes.
+
+        Instance by instance in its box window when the windows are small, else once over the
+        window that holds them all; a full-size colour image would cost more than the masks.
+        """
         alpha = self.config.mask_alpha
-        blended = cv2.addWeighted(image, 1 - alpha, lookup[owner], alpha, 0)
-        np.copyto(image, blended, where=(owner > 0)[..., None])
+        windows = [box_window(box, owner.shape) for box in boxes]
+        rows = slice(min(w[0].start for w in windows), max(w[0].stop for w in windows))
+        cols = slice(min(w[1].start for w in windows), max(w[1].stop for w in windows))
+        if sum(_area(window) for window in windows) > _area((rows, cols)):
+            region, owned = image[rows, cols], owner[rows, cols]
+            paint = _lookup(owned, np.array([(0, 0, 0), *palette], np.uint8))
+            parts = [(region, owned > 0, paint)]
+        else:
+            parts = []
+            for index, (window, color) in enumerate(zip(windows, palette), start=1):
+                region = image[window]
+                paint = np.empty_like(region)
+                paint[:] = color
+                parts.append((region, owner[window] == index, paint))
+        for region, mine, paint in parts:
+            blended = cv2.addWeighted(region, 1 - alpha, paint, alpha, 0)
+            region[mine] = blended[mine]
 
     def _update_trails(self, detections):
         if not (self.config.trail_length and detections.tracked):
@@ -126,9 +161,10 @@ class Renderer:
         cv2.polylines(image, [points], False, color, width, cv2.LINE_AA)
 
     def _draw_label(self, image, text, anchor, color, width):
-        """A filled label box centred on the mask's top point, as `seg_bbox` placed it."""
+        """Draw a filled label box centred on the mask's top point, as `seg_bbox` placed it."""
         scale, thickness = width / 3, max(width - 1, 1)
-        (text_w, text_h), baseline = cv2.getTextSize(text, cv2.FONT_HERSHEY_SIMPLEX, scale, thickness)
+        (text_w, text_h), baseline = cv2.getTextSize(
+            text, cv2.FONT_HERSHEY_SIMPLEX, scale, thickness)
         pad = max(width, 3)
         x = int(np.clip(anchor[0] - text_w // 2, pad, max(image.shape[1] - text_w - pad, pad)))
         y = int(np.clip(anchor[1] - pad, text_h + pad, image.shape[0] - baseline - pad))

@@ -121,7 +121,7 @@ def load_model(name):
     if not path.exists() and not is_yaml and not is_official_model_name(name):
         raise SegmenterError(
             f"model '{name}' not found: give the path of a .pt/.onnx/.engine file or an "
-            f"OpenVINO folder, or an official name such as yolov8n-seg.pt")
+            'OpenVINO folder, or an official name such as yolov8n-seg.pt')
     try:
         # A yaml's task is read from its head: forcing 'segment' would build a detect yaml as a
         # broken segmentation model that fails on its first frame with an unrelated message.
@@ -130,7 +130,7 @@ def load_model(name):
         if is_official_model_name(name) and not path.exists():
             raise SegmenterError(
                 f"model '{name}' is not on this machine and could not be downloaded "
-                f"({error.__class__.__name__}); offline, give a local model path, e.g. "
+                f'({error.__class__.__name__}); offline, give a local model path, e.g. '
                 f'{BUNDLED_MODEL}') from error
         raise SegmenterError(f"model '{name}' cannot be loaded: {error}") from error
     if model.task != 'segment':
@@ -186,10 +186,11 @@ class Segmenter:
     def process(self, frame, stream='default'):
         """Segment one BGR frame (H×W×3 uint8) and return its `Detections` at the frame's size."""
         config = self.config
-        options = dict(
-            conf=config.conf, iou=config.iou, imgsz=config.imgsz, max_det=config.max_det,
-            classes=list(config.classes) or None, retina_masks=config.retina_masks,
-            device=config.device, tracker=config.tracker, verbose=False)
+        options = {
+            'conf': config.conf, 'iou': config.iou, 'imgsz': config.imgsz,
+            'max_det': config.max_det, 'classes': list(config.classes) or None,
+            'retina_masks': config.retina_masks, 'device': config.device,
+            'tracker': config.tracker, 'verbose': False}
         if config.half:
             options['quantize'] = 16
         if config.mode == 'track':

@@ -154,12 +154,13 @@ def _track(rng: np.random.Generator, config: SceneConfig, track_id: int, class_i
     velocity = rng.uniform(2.5, 9) * scale * np.array([np.cos(heading), np.sin(heading)])
     turn_rate = rng.choice([0.0, rng.uniform(0.01, 0.04) * rng.choice([-1, 1])])
     times = np.arange(config.frames) - rng.uniform(-0.5, 1.5) * config.frames
-    jitter = rng.integers(-20, 21, size=3)
+    # Shade and tint vary per instance, so that overlapping objects of a class stay separable.
+    colour = np.array(CLASS_COLOURS[class_id]) * rng.uniform(0.65, 1.15) + rng.uniform(-15, 15, 3)
     return Track(
         track_id=track_id,
         class_id=class_id,
         radius=rng.uniform(20, 60) * scale,
-        colour=tuple(int(c) for c in np.clip(np.add(CLASS_COLOURS[class_id], jitter), 0, 255)),
+        colour=tuple(int(c) for c in np.clip(colour, 0, 255)),
         centres=meeting + path_offsets(velocity, turn_rate, times),
         angles=rng.uniform(0, 2 * np.pi) + rng.uniform(-0.05, 0.05) * np.arange(config.frames),
     )

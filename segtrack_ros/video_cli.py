@@ -6,15 +6,16 @@ queues, so the model is never idle waiting for I/O (torch, OpenCV and numpy rele
 """
 
 import argparse
+from contextlib import ExitStack
+from dataclasses import dataclass
 import os
+from pathlib import Path
 import queue
 import sys
 import threading
 import time
-from dataclasses import dataclass
-from pathlib import Path
 
-from segtrack_ros.render import COLOR_MODES, Renderer, RenderConfig
+from segtrack_ros.render import COLOR_MODES, RenderConfig, Renderer
 from segtrack_ros.segmenter import MODES, Segmenter, SegmenterConfig, SegmenterError
 from segtrack_ros.video_io import open_source, open_writer, read_frames, VideoError
 
@@ -67,7 +68,7 @@ def has_display():
 
 
 def build_parser():
-    """The command line of `segtrack-video`."""
+    """Build the command line of `segtrack-video`."""
     parser = argparse.ArgumentParser(
         prog='segtrack-video',
         description='Segment (predict) or segment and track (track) a video; write it annotated.')
@@ -124,22 +125,26 @@ def run(args, progress=True):
     check_args(args)
     color_by = args.color_by or ('track' if args.mode == 'track' else 'class')
     output = Path(args.output) if args.output else default_output(args.source, args.mode)
-    capture, info = open_source(args.source)
-    segmenter = Segmenter(SegmenterConfig(
-        model=args.model, device=args.device, mode=args.mode, tracker=args.tracker,
-        conf=args.conf, iou=args.iou, imgsz=args.imgsz, max_det=args.max_det,
-        classes=tuple(args.classes)))
     renderer = Renderer(RenderConfig(color_by=color_by, mask_alpha=args.mask_alpha,
                                      trail_length=args.trail_length))
-    writer = open_writer(output, info.fps, info.width, info.height)
     show = has_display() if args.show is None else args.show
-    total = min(filter(None, (info.frame_count, args.max_frames)), default=None)
-    try:
+    with ExitStack() as cleanup:  # the cheap checks (input, output) come before the model
+        capture, info = open_source(args.source)
+        cleanup.callback(capture.release)
+        writer = open_writer(output, info.fps, info.width, info.height)
+        cleanup.callback(writer.release)
+        try:
+            segmenter = Segmenter(SegmenterConfig(
+                model=args.model, device=args.device, mode=args.mode, tracker=args.tracker,
+                conf=args.conf, iou=args.iou, imgsz=args.imgsz, max_det=args.max_det,
+                classes=tuple(args.classes)))
+        except SegmenterError:
+            writer.release()
+            output.unlink(missing_ok=True)  # no empty video left behind
+            raise
+        total = min(filter(None, (info.frame_count, args.max_frames)), default=None)
         summary = _pipeline(capture, writer, segmenter, renderer, args.max_frames, show,
                             total if progress else False)
-    finally:
-        capture.release()
-        writer.release()
     return summary, output
 
 
@@ -175,7 +180,8 @@ def _pipeline(capture, writer, segmenter, renderer, max_frames, show, total):
     for stage in stages:
         stage.start()
     summary, track_ids = Summary(), set()
-    bar = TQDM(total=total, desc='segtrack', unit='frame', disable=total is False)
+    bar = TQDM(total=total, desc='segtrack', unit='frame', disable=total is False,
+               file=sys.stderr)
     start = time.perf_counter()
     try:
         while not stop.is_set() and (frame := frames.get()) is not _END:

@@ -29,7 +29,7 @@ class VideoInfo:
 
 
 def parse_source(source):
-    """A camera index (`'0'` -> 0) or a file path; a missing file raises `VideoError`."""
+    """Return a camera index (`'0'` -> 0) or a file path; a missing file raises `VideoError`."""
     source = str(source)
     if source.isdigit():
         return int(source)

@@ -9,14 +9,14 @@ HEIGHT, WIDTH = 60, 80
 
 
 def square(x1, y1, x2, y2):
-    """A bool mask, True on columns x1..x2-1 and rows y1..y2-1."""
+    """Return a bool mask, True on columns x1..x2-1 and rows y1..y2-1."""
     mask = np.zeros((HEIGHT, WIDTH), bool)
     mask[y1:y2, x1:x2] = True
     return mask
 
 
 def detections(masks, ids, class_ids, scores):
-    """Detections of `masks` (listed by descending score), each boxed by its mask's extent."""
+    """Make detections of `masks` (by descending score), each boxed by its mask's extent."""
     boxes = []
     for mask in masks:
         rows, cols = np.nonzero(mask)

@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 from segtrack_ros.detections import Detections
-from segtrack_ros.render import auto_line_width, Renderer, RenderConfig, text_color
+from segtrack_ros.render import auto_line_width, RenderConfig, Renderer, text_color
 from ultralytics.utils.plotting import colors
 
 HEIGHT, WIDTH = 240, 320
@@ -11,16 +11,17 @@ GREY = 90
 CLASS_ID, TRACK_ID = 7, 4  # a light class colour (black text) and a dark track colour (white)
 X1, Y1, X2, Y2 = 100, 80, 180, 160  # the square mask: columns X1..X2-1, rows Y1..Y2-1
 LINE = 3
+BLACK, WHITE = (0, 0, 0), (255, 255, 255)
 MARGIN = LINE + 2  # how far an anti-aliased line of width LINE reaches past the mask edge
 
 
 def grey_frame():
-    """A uniform grey BGR frame."""
+    """Return a uniform grey BGR frame."""
     return np.full((HEIGHT, WIDTH, 3), GREY, np.uint8)
 
 
 def square_detections(x1=X1, y1=Y1, x2=X2, y2=Y2, track_id=TRACK_ID, tracked=True):
-    """One instance whose mask is the square x1..x2-1 by y1..y2-1."""
+    """Make one instance whose mask is the square x1..x2-1 by y1..y2-1."""
     mask = np.zeros((1, HEIGHT, WIDTH), bool)
     mask[0, y1:y2, x1:x2] = True
     return Detections(
@@ -37,7 +38,7 @@ def draw(frame=None, detections=None, **config):
 
 
 def outside(margin):
-    """Bool image: True farther than `margin` pixels from the square."""
+    """Return a bool image, True farther than `margin` pixels from the square."""
     far = np.ones((HEIGHT, WIDTH), bool)
     far[Y1 - margin:Y2 + margin, X1 - margin:X2 + margin] = False
     return far
@@ -45,8 +46,8 @@ def outside(margin):
 
 def test_palette_is_meaningful():
     assert colors(CLASS_ID, True) != colors(TRACK_ID, True)
-    assert text_color(colors(CLASS_ID, True)) == (0, 0, 0)
-    assert text_color(colors(TRACK_ID, True)) == (255, 255, 255)
+    assert text_color(colors(CLASS_ID, True)) == BLACK
+    assert text_color(colors(TRACK_ID, True)) == WHITE
 
 
 @pytest.mark.parametrize('color_by, key', [('class', CLASS_ID), ('track', TRACK_ID)])
@@ -74,15 +75,21 @@ def test_no_fill_at_alpha_zero():
 
 
 def label_region(**config):
-    """Pixels of the image with labels where it differs from the one without, and that image."""
+    """Return where the image with labels differs from the one without, and that image."""
     with_labels = draw(show_labels=True, **config)
     without = draw(show_labels=False, **config)
     changed = np.any(with_labels != without, axis=2)
     return changed, with_labels
 
 
-@pytest.mark.parametrize('color_by, key', [('class', CLASS_ID), ('track', TRACK_ID)])
-def test_label_box_with_readable_text(color_by, key):
+def test_text_color():
+    assert text_color(WHITE) == BLACK and text_color((0, 255, 255)) == BLACK  # yellow
+    assert text_color(BLACK) == WHITE and text_color((128, 0, 0)) == WHITE  # dark blue
+
+
+@pytest.mark.parametrize('color_by, key, ink', [('class', CLASS_ID, BLACK),
+                                                ('track', TRACK_ID, WHITE)])
+def test_label_box_with_readable_text(color_by, key, ink):
     changed, image = label_region(color_by=color_by)
     assert changed.any(), 'no label drawn'
     rows, cols = np.nonzero(changed)
@@ -91,7 +98,7 @@ def test_label_box_with_readable_text(color_by, key):
     box = image[rows.min():rows.max() + 1, cols.min():cols.max() + 1]
     color = colors(key, True)
     fill = np.count_nonzero(np.all(box == color, axis=2))
-    text = np.count_nonzero(np.all(box == text_color(color), axis=2))
+    text = np.count_nonzero(np.all(box == ink, axis=2))
     assert fill > 0.4 * box.shape[0] * box.shape[1], 'the label box is filled with the colour'
     assert text > 10, 'the label text is drawn in the readable colour'
 
@@ -127,13 +134,13 @@ def test_empty_detections_leave_the_frame_as_is():
 
 
 def moving_square(frame_index):
-    """Frame `frame_index` of a 60-pixel square moving 20 pixels right a frame; centre x 70 + 20k."""
+    """Detect a 60-pixel square moving 20 pixels right a frame: centre x 70 + 20 k, row 120."""
     x1 = 40 + 20 * frame_index
     return square_detections(x1=x1, y1=90, x2=x1 + 60, y2=150)
 
 
 def draw_moving(frames=6, **config):
-    """The last annotated frame of a tracked moving square; centres at row 120."""
+    """Draw a tracked moving square frame after frame; return the last annotated frame."""
     renderer = Renderer(RenderConfig(color_by='track', line_width=LINE, show_labels=False,
                                      mask_alpha=0.0, **config))
     frame = grey_frame()

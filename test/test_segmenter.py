@@ -8,7 +8,7 @@ saves it, and both the segmenter and the plain ultralytics reference load that s
 import socket
 import time
 
-from conftest import UNTRAINED_CONF, UNTRAINED_MODEL
+from conftest import UNTRAINED_CONF
 import cv2
 import numpy as np
 import pytest
@@ -22,33 +22,16 @@ from ultralytics.utils import ops
 IMGSZ = 160  # small, as this machine is slow: a 320x240 frame is inferred at 160x128
 TRACK_FRAMES = 4
 
-# ByteTrack that takes the untrained model's tiny scores (all ~1.6e-4) and, unlike the conftest
-# `permissive_tracker`, keeps its tracks from frame to frame: `fuse_score` would multiply the IoU
-# by such a score and so never match. A low `match_thresh` matches boxes with IoU > 0.7 only.
-STICKY_TRACKER = ('tracker_type: bytetrack\ntrack_high_thresh: 0.00005\n'
-                  'track_low_thresh: 0.00001\nnew_track_thresh: 0.00005\ntrack_buffer: 30\n'
-                  'match_thresh: 0.3\nfuse_score: false\n')
-
 
 @pytest.fixture(scope='module')
-def weights(tmp_path_factory):
-    """One untrained segmentation model saved as a .pt file, so that every load is the same."""
-    path = tmp_path_factory.mktemp('weights') / 'untrained-seg.pt'
-    YOLO(UNTRAINED_MODEL).save(path)
-    return str(path)
-
-
-@pytest.fixture(scope='module')
-def sticky_tracker(tmp_path_factory):
-    """Path of the `STICKY_TRACKER` config."""
-    path = tmp_path_factory.mktemp('tracker') / 'sticky_bytetrack.yaml'
-    path.write_text(STICKY_TRACKER)
-    return str(path)
+def weights(untrained_weights):
+    """Return the path of the untrained model shared by the tests."""
+    return untrained_weights
 
 
 @pytest.fixture(scope='module')
 def frames(test_video):
-    """The frames of the test video."""
+    """Read the frames of the test video."""
     capture = cv2.VideoCapture(str(test_video))
     frames = []
     while True:
@@ -62,33 +45,33 @@ def frames(test_video):
 
 
 def make_segmenter(weights, mode, tracker='bytetrack.yaml', conf=UNTRAINED_CONF):
-    """A CPU segmenter of the saved untrained model."""
+    """Make a CPU segmenter of the saved untrained model."""
     return Segmenter(SegmenterConfig(
         model=weights, device='cpu', mode=mode, tracker=tracker, conf=conf, imgsz=IMGSZ))
 
 
 @pytest.fixture(scope='module')
 def predictor(weights):
-    """A segmenter in predict mode."""
+    """Make a segmenter in predict mode."""
     return make_segmenter(weights, 'predict')
 
 
 def canonical_order(scores, boxes):
-    """Indices by descending score, ties broken by the box, so that both sides agree."""
+    """Order by descending score, ties broken by the box, so that both sides agree."""
     boxes = np.asarray(boxes, np.float64)
     return np.lexsort((boxes[:, 3], boxes[:, 2], boxes[:, 1], boxes[:, 0], -np.asarray(scores)))
 
 
 def reference(result):
-    """Boxes, scores, class ids, masks (and ids) of an ultralytics result, canonically ordered."""
+    """Return boxes, scores, class ids, masks, ids of an ultralytics result, in canonical order."""
     boxes = result.boxes.xyxy.numpy()
     scores = result.boxes.conf.numpy()
     order = canonical_order(scores, boxes)
     masks = (ops.scale_masks(result.masks.data[None], result.orig_shape)[0] > 0.5).numpy()
     ids = None if result.boxes.id is None else result.boxes.id.numpy().astype(np.int64)[order]
-    return dict(boxes=boxes[order], scores=scores[order],
-                class_ids=result.boxes.cls.numpy().astype(np.int64)[order], masks=masks[order],
-                ids=ids)
+    return {'boxes': boxes[order], 'scores': scores[order],
+            'class_ids': result.boxes.cls.numpy().astype(np.int64)[order],
+            'masks': masks[order], 'ids': ids}
 
 
 def assert_same(detections, expected):
@@ -118,9 +101,8 @@ def test_predict_equals_ultralytics(weights, predictor, frames):
         assert_same(detections, reference(result))
 
 
-@pytest.mark.parametrize('tracker', ['permissive', 'sticky'])
-def test_track_equals_ultralytics(weights, frames, tracker, permissive_tracker, sticky_tracker):
-    tracker = permissive_tracker if tracker == 'permissive' else sticky_tracker
+def test_track_equals_ultralytics(weights, frames, permissive_tracker):
+    tracker = permissive_tracker
     segmenter = make_segmenter(weights, 'track', tracker)
     model = YOLO(weights)
     tracked = 0
@@ -139,28 +121,29 @@ def test_track_equals_ultralytics(weights, frames, tracker, permissive_tracker, 
 
 
 def run_stream(segmenter, frames, stream='default'):
-    """Ids and boxes of every frame of one stream."""
+    """Return the track states of every frame of one stream."""
     return [track_state(segmenter.process(frame, stream=stream)) for frame in frames]
 
 
 def track_state(detections):
-    """Track id -> rounded box of one frame's detections."""
+    """Map track id -> rounded box for one frame's detections."""
     return {int(i): tuple(np.round(box, 1)) for i, box in zip(detections.ids, detections.boxes)}
 
 
-def test_streams_keep_their_own_tracks(weights, frames, sticky_tracker):
+def test_streams_keep_their_own_tracks(weights, frames, permissive_tracker):
     # Two cameras of different sizes: their boxes overlap too little to match each other's tracks.
     stream_a = frames[:3]
     stream_b = [cv2.flip(frame, 1)[:128] for frame in frames[:3]]
     # Stream a alone, then a frame of b's size: unmatched, it shows no (confirmed) track.
-    alone_a = run_stream(make_segmenter(weights, 'track', sticky_tracker), stream_a + stream_b[:1])
-    alone_b = run_stream(make_segmenter(weights, 'track', sticky_tracker), stream_b)
+    tracker = permissive_tracker
+    alone_a = run_stream(make_segmenter(weights, 'track', tracker), stream_a + stream_b[:1])
+    alone_b = run_stream(make_segmenter(weights, 'track', tracker), stream_b)
     assert all(alone_a[:3]) and all(alone_b), 'every frame should have tracks'
     assert min(alone_a[0]) == 1 and min(alone_b[0]) == 1
     assert alone_a[:3] != alone_b, 'the streams should differ, or mixing them would go unseen'
     assert alone_a[3] != alone_b[0], 'a continued tracker should differ from a fresh one'
 
-    shared = make_segmenter(weights, 'track', sticky_tracker)
+    shared = make_segmenter(weights, 'track', permissive_tracker)
     mixed_a, mixed_b = [], []
     for frame_a, frame_b in zip(stream_a, stream_b):
         mixed_a.append(track_state(shared.process(frame_a, stream='a')))
@@ -289,7 +272,7 @@ def test_torch_threads_restored(weights, frames):
 
 
 def disc_detections(height=240, width=320, centre=(150, 110), radius=50):
-    """One instance whose mask is a filled disc."""
+    """Make one instance whose mask is a filled disc."""
     mask = np.zeros((height, width), np.uint8)
     cv2.circle(mask, centre, radius, 1, -1)
     x, y = centre
