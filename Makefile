@@ -38,6 +38,10 @@ test: $(STAMP)
 model: $(STAMP)
 	$(PY) tools/train_model.py
 
+# The package and a direct ultralytics loop, scored against exact ground truth (segtrack-eval).
+eval: $(STAMP)
+	$(PY) -m segtrack_ros.evaluate
+
 config/segtrack.yaml: segtrack_ros/params.py
 	$(PY) -m segtrack_ros.params > $@
 

@@ -26,6 +26,7 @@ setup(
     entry_points={
         'console_scripts': [
             'segtrack-video = segtrack_ros.video_cli:main',
+            'segtrack-eval = segtrack_ros.evaluate:main',
             'segtrack_node = segtrack_ros.node:main',
             'video_publisher = segtrack_ros.video_publisher:main',
         ],
