@@ -20,6 +20,9 @@ from segtrack_ros.synthetic import CLASS_NAMES, load_truth, SceneConfig, write_v
 from segtrack_ros.video_io import open_source, read_frames
 
 MIN_IOU = 0.5
+# Ground-truth instances with fewer visible pixels are "don't care" (MOTS-style ignore regions):
+# about the 4×4 px at 320 below which the training labels skip objects too.
+MIN_AREA = 100
 
 
 @dataclass(frozen=True)
@@ -41,6 +44,25 @@ def iou_matrix(masks_a, masks_b):
     intersection = flat_a @ flat_b.T
     union = flat_a.sum(1)[:, None] + flat_b.sum(1)[None, :] - intersection
     return np.divide(intersection, union, out=np.zeros_like(union), where=union > 0)
+
+
+def without_tiny_instances(truths, results, min_area=MIN_AREA):
+    """
+    Drop ground-truth instances of fewer than `min_area` visible pixels, as "don't care".
+
+    A prediction that matches such an instance (IoU >= MIN_IOU) is dropped as well, so that it
+    counts neither as found nor as a false positive.
+    """
+    kept_truths, kept_results = [], []
+    for truth, result in zip(truths, results):
+        tiny = truth.masks.reshape(len(truth.ids), -1).sum(1) < min_area
+        ious = iou_matrix(result.masks, truth.masks[tiny])
+        keep = ~(ious >= MIN_IOU).any(1) if tiny.any() else np.ones(len(result.ids), bool)
+        kept_truths.append(FrameResult(truth.ids[~tiny], truth.class_ids[~tiny],
+                                       np.ones((~tiny).sum()), truth.masks[~tiny]))
+        kept_results.append(FrameResult(result.ids[keep], result.class_ids[keep],
+                                        result.scores[keep], result.masks[keep]))
+    return kept_truths, kept_results
 
 
 def tracking_metrics(truths, results, min_iou=MIN_IOU):
@@ -105,6 +127,7 @@ def average_precision_50(truths, results, class_id):
 
 def evaluate(truths, results, class_names=CLASS_NAMES):
     """All figures of the table for one run: AP50 per class, then the tracking metrics."""
+    truths, results = without_tiny_instances(truths, results)
     figures = {f'mask AP50 {name}': average_precision_50(truths, results, class_id)
                for class_id, name in enumerate(class_names)}
     figures.update(tracking_metrics(truths, results))
@@ -179,7 +202,8 @@ def build_parser():
     parser.add_argument('--seed', type=int, default=123, help='seed of the generated video')
     parser.add_argument('--frames', type=int, default=150)
     parser.add_argument('--device', default='cpu')
-    parser.add_argument('--imgsz', type=int, default=640)
+    parser.add_argument('--imgsz', type=int, default=320,
+                        help='inference size; the bundled model was trained at 320')
     parser.add_argument('--tracker', default='bytetrack.yaml')
     return parser
 

@@ -86,14 +86,16 @@ def test_bundled_model_clears_its_floors_and_matches_ultralytics(clip):
     """On a held-out clip: the shipped model's quality, and package == direct ultralytics."""
     assert BUNDLED_MODEL.is_file(), 'run `make model` to train the bundled model'
     frames, truths = clip
-    config = SegmenterConfig(model=str(BUNDLED_MODEL), device='cpu', mode='track')
+    config = SegmenterConfig(model=str(BUNDLED_MODEL), device='cpu', mode='track', imgsz=320)
     package = package_results(frames, config)
     direct = direct_results(frames, config)
     for mine, theirs in zip(package, direct):
         order = np.argsort(theirs.ids)
         np.testing.assert_array_equal(np.sort(mine.ids), theirs.ids[order])
         np.testing.assert_array_equal(mine.masks[np.argsort(mine.ids)], theirs.masks[order])
+    # Measured on this clip: IoU 0.858, IDF1 0.949, MOTA 0.900, mean AP50 0.937.
     figures = evaluate(truths, package)
-    assert figures['mean matched mask IoU'] >= 0.85
-    assert figures['IDF1'] >= 0.85
-    assert figures['MOTA'] >= 0.8
+    assert figures['mean matched mask IoU'] >= 0.83
+    assert figures['IDF1'] >= 0.9
+    assert figures['MOTA'] >= 0.85
+    assert np.nanmean([v for k, v in figures.items() if k.startswith('mask AP50')]) >= 0.85

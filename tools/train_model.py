@@ -25,7 +25,7 @@ import torch
 from ultralytics import YOLO
 
 REPO = Path(__file__).resolve().parent.parent
-TEST_SEED = 5  # held-out video whose frames show all four classes in similar numbers
+TEST_SEED = 9  # held-out video whose frames show all four classes in similar numbers
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -33,8 +33,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.strip().splitlines()[0])
     parser.add_argument('--model', default=str(REPO / 'tools' / 'shapes-seg.yaml'),
                         help='architecture yaml, e.g. yolov8n-seg.yaml (default: %(default)s)')
-    parser.add_argument('--epochs', type=int, default=24)
-    parser.add_argument('--close-mosaic', type=int, default=6,
+    parser.add_argument('--epochs', type=int, default=12)
+    parser.add_argument('--close-mosaic', type=int, default=4,
                         help='train the last N epochs without mosaic (default: %(default)s)')
     parser.add_argument('--train-images', type=int, default=1200)
     parser.add_argument('--val-images', type=int, default=100)
