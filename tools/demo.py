@@ -109,6 +109,8 @@ def main():
     parser.add_argument('--frames', type=int, default=300, help='length of the sample video')
     parser.add_argument('--model', default=str(BUNDLED_MODEL))
     parser.add_argument('--device', default='auto')
+    parser.add_argument('--imgsz', type=int, default=320,
+                        help='inference size; the bundled model was trained at 320')
     parser.add_argument('--output', default=str(REPO / 'output'))
     args = parser.parse_args()
     if not Path(args.model).exists():
@@ -128,8 +130,8 @@ def main():
     spinner = threading.Thread(target=rclpy.spin, args=(probe,), daemon=True)
     spinner.start()
     segtrack = start('segtrack_node', {'model': args.model, 'device': args.device,
-                                       'mode': 'track', 'color_mode': 'track',
-                                       'trail_length': 20})
+                                       'imgsz': args.imgsz, 'mode': 'track',
+                                       'color_mode': 'track', 'trail_length': 20})
     publisher = None
     try:
         if not wait_for(lambda: probe.count_subscribers(f'{NAMESPACE}/image') > 0, 60):
