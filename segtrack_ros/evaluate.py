@@ -36,7 +36,7 @@ class FrameResult:
 
 
 def iou_matrix(masks_a, masks_b):
-    """Mask IoU of every pair: (len(a), len(b)) float, from two N×H×W bool stacks."""
+    """Return the mask IoU of every pair, (len(a), len(b)), of two N×H×W bool stacks."""
     if len(masks_a) == 0 or len(masks_b) == 0:
         return np.zeros((len(masks_a), len(masks_b)))
     flat_a = masks_a.reshape(len(masks_a), -1).astype(np.float32)
@@ -67,7 +67,7 @@ def without_tiny_instances(truths, results, min_area=MIN_AREA):
 
 def tracking_metrics(truths, results, min_iou=MIN_IOU):
     """
-    MOT metrics of `results` against `truths` (one entry per frame), by motmetrics.
+    Compute the MOT metrics of `results` against `truths` (one per frame) with motmetrics.
 
     A prediction can match a ground-truth instance when their mask IoU is at least `min_iou`;
     the distance is 1 - IoU. Returns MOTA, IDF1, ID switches, fragmentations, mostly tracked
@@ -95,7 +95,7 @@ def tracking_metrics(truths, results, min_iou=MIN_IOU):
 
 def average_precision_50(truths, results, class_id):
     """
-    Mask AP at IoU 0.5 of one class over all frames (all-point interpolation, as VOC).
+    Compute the mask AP at IoU 0.5 of one class over all frames (all-point interpolation).
 
     Written here because it is a few lines on masks we already hold; ultralytics' own mAP needs
     its dataset format and runs the model again.
@@ -126,7 +126,7 @@ def average_precision_50(truths, results, class_id):
 
 
 def evaluate(truths, results, class_names=CLASS_NAMES):
-    """All figures of the table for one run: AP50 per class, then the tracking metrics."""
+    """Compute the figures of one run: AP50 per class, then the tracking metrics."""
     truths, results = without_tiny_instances(truths, results)
     figures = {f'mask AP50 {name}': average_precision_50(truths, results, class_id)
                for class_id, name in enumerate(class_names)}
@@ -172,7 +172,7 @@ def direct_results(frames, config):
 
 
 def read_video(path):
-    """All frames of a video file."""
+    """Read all frames of a video file."""
     capture, _ = open_source(path)
     try:
         return list(read_frames(capture))
@@ -181,7 +181,7 @@ def read_video(path):
 
 
 def format_table(columns):
-    """A text table: one row per figure, one column per run."""
+    """Format a text table: one row per figure, one column per run."""
     names = list(columns)
     rows = [f"{'metric':24s}" + ''.join(f'{name:>22s}' for name in names)]
     for figure in next(iter(columns.values())):

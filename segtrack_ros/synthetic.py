@@ -192,7 +192,7 @@ def _polygon(track: Track, t: int) -> np.ndarray:
 
 
 def shape_mask(track: Track, t: int, shape: tuple[int, int]) -> np.ndarray:
-    """Return the full (unoccluded) H x W bool mask of a track at frame t, without a ring's hole."""
+    """Return the full (unoccluded) H x W bool mask of a track at frame t, ring hole filled."""
     mask = np.zeros(shape, np.uint8)
     name = CLASS_NAMES[track.class_id]
     centre = tuple(int(c) for c in np.round(track.centres[t] * (1 << SUBPIXEL_BITS)))

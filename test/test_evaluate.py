@@ -31,7 +31,7 @@ def as_results(truths, ids=None):
 
 
 def test_iou_matrix():
-    """IoU of handmade masks, including empty stacks."""
+    """Check the IoU of handmade masks, including empty stacks."""
     a = np.zeros((2, 4, 4), bool)
     a[0, :2] = True
     a[1, :, :1] = True

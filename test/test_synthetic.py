@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from segtrack_ros.synthetic import (
     build_scene, CLASS_NAMES, generate_scene, load_truth, mask_box, mask_polygon,
-    path_offsets, render_frame, SceneConfig, shape_mask, write_video, write_yolo_dataset,
+    path_offsets, SceneConfig, shape_mask, write_video, write_yolo_dataset,
     yolo_label_lines)
 
 SMALL = SceneConfig(width=384, height=288, frames=12, objects=8, seed=11)
