@@ -274,9 +274,9 @@ def test_bad_input_is_skipped_and_counted(probe, segtrack, outputs, image_publis
     warm_up(probe, image_publisher, outputs)
     bad = image_codec.to_image_msg(make_frame(50), 'bgr8', probe.header())
     bad.data = bytes(100)
-    image_publisher.publish(bad)
-    send_and_wait(probe, image_publisher, outputs, make_frame(51))
+    image_publisher.publish(bad)  # alone: a frame right behind it could replace it unread
     assert wait_until(lambda: (latest_diagnostics(outputs['diagnostics'], 'bad_inputs') or 0) >= 1)
+    send_and_wait(probe, image_publisher, outputs, make_frame(51))
     assert 'bad input image skipped' in segtrack.output
 
 
