@@ -42,6 +42,14 @@ model: $(STAMP)
 eval: $(STAMP)
 	$(PY) -m segtrack_ros.evaluate
 
+# The package against the model's own speed and the guide's loop; writes bench/results.md.
+bench: $(STAMP)
+	$(PY) tools/bench.py
+
+# The node's memory over 10 minutes at 30 Hz.
+soak: $(STAMP)
+	$(PY) tools/soak.py
+
 config/segtrack.yaml: segtrack_ros/params.py
 	$(PY) -m segtrack_ros.params > $@
 

@@ -6,9 +6,47 @@ a change in ultralytics' result layout touches this file only.
 """
 
 from dataclasses import dataclass
+import threading
 
 import cv2
 import numpy as np
+
+
+class _DeferredMasks:
+    """Full-size masks computed once, on first read, by whichever thread reads them first."""
+
+    def __init__(self, compute, shape):
+        self.shape = shape
+        self._compute = compute
+        self._value = None
+        self._lock = threading.Lock()
+
+    def value(self):
+        with self._lock:
+            if self._value is None:
+                self._value, self._compute = self._compute(), None
+            return self._value
+
+
+class _MasksField:
+    """
+    The `masks` field of `Detections`: an array, or `_DeferredMasks` that become one when read.
+
+    Rescaling the masks to the input size is the costliest step after the model itself; deferred,
+    it runs on the thread that draws or builds label images, not on the inference thread.
+    """
+
+    def __set_name__(self, owner, name):
+        self._key = name  # the instance's __dict__ keeps the field's own name, as dataclasses do
+
+    def __get__(self, detections, owner=None):
+        if detections is None:
+            raise AttributeError('masks')  # a dataclass field without default
+        masks = detections.__dict__[self._key]
+        return masks.value() if isinstance(masks, _DeferredMasks) else masks
+
+    def __set__(self, detections, masks):
+        detections.__dict__[self._key] = masks
 
 
 @dataclass(frozen=True)
@@ -28,7 +66,7 @@ class Detections:
     class_names: tuple       # (N,) str
     scores: np.ndarray       # (N,) float32
     boxes: np.ndarray        # (N, 4) float32, x1 y1 x2 y2 in input pixels
-    masks: np.ndarray        # (N, H, W) bool
+    masks: np.ndarray = _MasksField()  # (N, H, W) bool
     tracked: bool = False
 
     def __len__(self):
@@ -37,7 +75,7 @@ class Detections:
     @property
     def image_shape(self):
         """Height and width of the frame the detections belong to."""
-        return self.masks.shape[1:]
+        return self.__dict__['masks'].shape[1:]  # also before deferred masks are computed
 
     @classmethod
     def empty(cls, image_shape, tracked=False):
@@ -91,7 +129,7 @@ def detections_from_result(result, tracked):
 
     In track mode (`tracked`) only instances with a confirmed track id are kept; an empty result,
     `masks is None` or `boxes.id is None` give empty detections. Masks are rescaled from the
-    letterboxed inference size in one call for all instances.
+    letterboxed inference size in one call for all instances, when they are first read.
     """
     from ultralytics.utils import ops
 
@@ -100,8 +138,12 @@ def detections_from_result(result, tracked):
     if result.masks is None or boxes is None or len(boxes) == 0 or (tracked and boxes.id is None):
         return Detections.empty(shape, tracked)
 
-    masks = ops.scale_masks(result.masks.data[None], shape)[0] > 0.5
     order = boxes.conf.argsort(descending=True)
+    data = result.masks.data
+
+    def full_size_masks():
+        return (ops.scale_masks(data[None], shape)[0] > 0.5)[order].cpu().numpy()
+
     class_ids = boxes.cls[order].int().cpu().numpy().astype(np.int64)
     ids = (boxes.id[order].int().cpu().numpy().astype(np.int64) if tracked
            else np.arange(1, len(order) + 1, dtype=np.int64))
@@ -111,6 +153,6 @@ def detections_from_result(result, tracked):
         class_names=tuple(result.names[int(c)] for c in class_ids),
         scores=boxes.conf[order].cpu().numpy().astype(np.float32),
         boxes=boxes.xyxy[order].cpu().numpy().astype(np.float32),
-        masks=masks[order].cpu().numpy(),
+        masks=_DeferredMasks(full_size_masks, (len(order), *shape[:2])),
         tracked=tracked,
     )

@@ -317,10 +317,17 @@ class SegTrackNode(Node):
         self._last_stamp = stamp
 
     def _publish(self, header, frame, detections):
-        """Draw, encode and publish what has subscribers; every output copies `header`."""
+        """
+        Draw, encode and publish what has subscribers; every output copies `header`.
+
+        Cheapest first: the detections need no full-size mask, so they leave before the label
+        images and the drawing are made.
+        """
         def wanted(publisher):
             return publisher is not None and publisher.get_subscription_count() > 0
 
+        if wanted(self._detections):
+            self._detections.publish(to_detection_array(detections, header))
         owner = None
         if wanted(self._instance_mask) or wanted(self._class_mask):
             owner = labels.owner_image(detections)
@@ -330,8 +337,6 @@ class SegTrackNode(Node):
         if wanted(self._class_mask):
             self._class_mask.publish(image_codec.to_image_msg(
                 labels.class_mask(detections, owner), 'mono16', header))
-        if wanted(self._detections):
-            self._detections.publish(to_detection_array(detections, header))
         if wanted(self._annotated) or wanted(self._compressed):
             annotated = self._renderer.draw(frame, detections, owner)
             if wanted(self._annotated):

@@ -329,7 +329,7 @@ def test_bad_parameters_at_start_exit_with_one_line(values, message):
     process = NodeProcess('segtrack_node', {'model': 'yolov8n-seg.yaml', 'device': 'cpu',
                                             **values})
     code = process.wait(timeout=TIMEOUT)
-    errors = [line for line in process.lines if 'error' in line.lower()]
+    errors = [line for line in process.lines if line.startswith('segtrack_node: error')]
     assert code == 1, process.output
     assert len(errors) == 1 and message in errors[0], process.output
     assert 'Traceback' not in process.output

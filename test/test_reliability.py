@@ -227,7 +227,7 @@ def test_broken_model_file_exits_with_one_line(tmp_path, content, message):
     model.write_bytes(content)
     process = NodeProcess('segtrack_node', {'model': str(model), 'device': 'cpu'})
     assert process.wait(timeout=TIMEOUT) == 1, process.output
-    errors = [line for line in process.lines if 'error' in line.lower()]
+    errors = [line for line in process.lines if line.startswith('segtrack_node: error')]
     assert len(errors) == 1 and message in errors[0], process.output
     assert 'Traceback' not in process.output
 

@@ -1,0 +1,639 @@
+#!/usr/bin/env python3
+"""
+`make bench`: the package against the model's own speed and the old Ultralytics guide's loop.
+
+One run, one generated 768x576 video (300 frames, `segtrack_ros.synthetic`), the same frames for
+every row. Models: the untrained `yolov8n-seg.yaml` at imgsz 640 and 320 (the real cost of a
+yolov8n-seg, no detections) and the bundled trained shapes model (real detections; its rows are
+skipped with a note while `segtrack_ros/data/shapes-seg.pt` does not exist). Rows per model:
+
+- raw: a loop of `model.predict(frame)` only, frames decoded outside the timing (the limit);
+  `raw track` the same with `model.track(frame, persist=True)`;
+- guide: the old guide's loop, sequential: read, predict or track, `masks.xy` + `seg_bbox` per
+  instance, write MJPG;
+- segtrack-video: the package's video pipeline (`video_cli.run`, the code of the console script),
+  timed by its own summary (model loading excluded, as for the other rows);
+- node: `video_publisher` -> `segtrack_node` -> a subscriber to all outputs (tools/demo.py's
+  `OutputRecorder`), three processes over DDS: at 30 Hz, and at an input rate above the model's.
+
+Every row runs in its own process, whose peak RSS (`wait4`) is reported. Torch gets the thread
+count the package uses (torch's default; ultralytics lowers it on CPU, the segmenter restores it)
+in every row, so the rows differ only by what is around the model.
+
+    .venv/bin/python tools/bench.py [--frames 300] [--models ...] [--output bench/results.md]
+"""
+
+import argparse
+import json
+import math
+import os
+from pathlib import Path
+import platform
+import random
+import re
+import signal
+import subprocess
+import sys
+import threading
+import time
+
+os.environ.setdefault('ROS_AUTOMATIC_DISCOVERY_RANGE', 'LOCALHOST')
+os.environ.setdefault('ROS_DOMAIN_ID', str(random.randint(1, 100)))
+os.environ.setdefault('YOLO_OFFLINE', '1')
+
+import numpy as np  # noqa: E402
+
+REPO = Path(__file__).resolve().parent.parent
+TOOLS = REPO / 'tools'
+BIN = Path(sys.executable).parent
+WORK = REPO / 'output' / 'bench'
+TRAINED = REPO / 'segtrack_ros' / 'data' / 'shapes-seg.pt'
+VIDEO_SEED = 11
+OUTPUTS = ('detections', 'instance_mask', 'class_mask', 'annotated_image',
+           'annotated_image/compressed')
+MODELS = (('yolov8n-seg.yaml', 640), ('yolov8n-seg.yaml', 320), (str(TRAINED), 320))
+SETTINGS = {'conf': 0.25, 'iou': 0.7, 'tracker': 'bytetrack.yaml'}  # the package's defaults
+
+
+# -- rows that run in a worker process ---------------------------------------------------------
+
+def _frames(video, limit):
+    import cv2
+
+    capture = cv2.VideoCapture(str(video))
+    count = 0
+    while count < limit:
+        ok, frame = capture.read()
+        if not ok:
+            break
+        count += 1
+        yield frame
+    capture.release()
+
+
+def _model(name, imgsz, first_frame, threads, track):
+    """
+    Load a YOLO model, run it once as the row will (predict or track), then set torch's threads.
+
+    Ultralytics sets up a new predictor, and sets torch to cpu_count - 1 threads, on the first
+    call and whenever the tracker argument changes: hence one call in the row's mode first.
+    """
+    import torch
+    from ultralytics import YOLO
+
+    model = YOLO(name, task='segment')
+    if track:  # a blank frame: no track is started before the timed loop
+        model.track(np.zeros_like(first_frame), persist=True, imgsz=imgsz, verbose=False,
+                    **SETTINGS)
+    else:
+        model.predict(first_frame, imgsz=imgsz, verbose=False, **_predict_settings())
+    torch.set_num_threads(threads)
+    return model, torch.get_num_threads()
+
+
+def package_threads():
+    """
+    Return the torch thread count of segtrack_node and segtrack-video.
+
+    Their segmenter restores the count torch had before ultralytics picked the device; that count
+    depends on what was imported before torch (importing ultralytics sets OMP_NUM_THREADS=1
+    when it is unset), so it is asked of a process that imports what the executables import.
+    """
+    code = ('from segtrack_ros import node, video_cli; import torch; '
+            'print(torch.get_num_threads())')
+    return int(subprocess.run([sys.executable, '-c', code], capture_output=True, text=True,
+                              check=True).stdout.split()[-1])
+
+
+def _predict_settings():
+    return {key: value for key, value in SETTINGS.items() if key != 'tracker'}
+
+
+def worker_raw(args, track):
+    """Time the limit: model.predict (or model.track) on decoded frames, nothing else."""
+    first = next(_frames(args.video, 1))
+    model, threads = _model(args.model, args.imgsz, first, args.threads, track)
+    if track:
+        def run(frame):
+            return model.track(frame, persist=True, imgsz=args.imgsz, verbose=False, **SETTINGS)
+    else:
+        def run(frame):
+            return model.predict(frame, imgsz=args.imgsz, verbose=False, **_predict_settings())
+    for _ in range(3):  # warm-up (blank: no tracks yet), as the package's segmenter has one
+        run(np.zeros_like(first))
+    times, instances, cpu = [], 0, time.process_time()
+    for frame in _frames(args.video, args.frames):
+        start = time.perf_counter()
+        result = run(frame)
+        times.append(time.perf_counter() - start)
+        instances += len(result[0].boxes)
+    return {'frames': len(times), 'seconds': sum(times), 'instances': instances,
+            'threads': threads, 'cpu_seconds': time.process_time() - cpu}
+
+
+def seg_bbox(annotator, mask, mask_color=(255, 0, 255), label=None, txt_color=(255, 255, 255)):
+    """`Annotator.seg_bbox` of ultralytics 8.3, which the guide used (gone from 8.4)."""
+    import cv2
+
+    if mask.size == 0:
+        return
+    cv2.polylines(annotator.im, [np.int32([mask])], isClosed=True, color=mask_color, thickness=2)
+    text_size, _ = cv2.getTextSize(label, 0, annotator.sf, annotator.tf)
+    if label:
+        cv2.rectangle(
+            annotator.im,
+            (int(mask[0][0]) - text_size[0] // 2 - 10, int(mask[0][1]) - text_size[1] - 10),
+            (int(mask[0][0]) + text_size[0] // 2 + 10, int(mask[0][1] + 10)), mask_color, -1)
+        cv2.putText(annotator.im, label, (int(mask[0][0]) - text_size[0] // 2, int(mask[0][1])),
+                    0, annotator.sf, txt_color, annotator.tf)
+
+
+def worker_guide(args, track):
+    """Time the old guide's 'Instance Segmentation and Tracking' loop, sequential, as written."""
+    import cv2
+    from ultralytics.utils.plotting import Annotator, colors
+
+    first = next(_frames(args.video, 1))
+    model, threads = _model(args.model, args.imgsz, first, args.threads, track)
+    names = model.model.names
+    output = WORK / f'guide-{"track" if track else "predict"}.avi'
+    frames = instances = 0
+    start, cpu = time.perf_counter(), time.process_time()
+    cap = cv2.VideoCapture(str(args.video))
+    w, h, fps = (int(cap.get(x)) for x in (
+        cv2.CAP_PROP_FRAME_WIDTH, cv2.CAP_PROP_FRAME_HEIGHT, cv2.CAP_PROP_FPS))
+    out = cv2.VideoWriter(str(output), cv2.VideoWriter_fourcc(*'MJPG'), fps, (w, h))
+    while frames < args.frames:
+        ret, im0 = cap.read()
+        if not ret:
+            break
+        annotator = Annotator(im0, line_width=2)
+        if track:
+            results = model.track(im0, persist=True, imgsz=args.imgsz, verbose=False, **SETTINGS)
+            if results[0].boxes.id is not None and results[0].masks is not None:
+                masks = results[0].masks.xy
+                track_ids = results[0].boxes.id.int().cpu().tolist()
+                for mask, track_id in zip(masks, track_ids):
+                    color = colors(int(track_id), True)
+                    txt_color = annotator.get_txt_color(color)
+                    seg_bbox(annotator, mask=mask, mask_color=color, label=str(track_id),
+                             txt_color=txt_color)
+                    instances += 1
+        else:
+            results = model.predict(im0, imgsz=args.imgsz, verbose=False, **_predict_settings())
+            if results[0].masks is not None:
+                clss = results[0].boxes.cls.cpu().tolist()
+                masks = results[0].masks.xy
+                for mask, cls in zip(masks, clss):
+                    color = colors(int(cls), True)
+                    txt_color = annotator.get_txt_color(color)
+                    seg_bbox(annotator, mask=mask, mask_color=color, label=names[int(cls)],
+                             txt_color=txt_color)
+                    instances += 1
+        out.write(im0)
+        frames += 1
+    cap.release()
+    out.release()
+    return {'frames': frames, 'seconds': time.perf_counter() - start, 'instances': instances,
+            'threads': threads, 'cpu_seconds': time.process_time() - cpu}
+
+
+def worker_video(args, track):
+    """segtrack-video's pipeline (video_cli.run), timed by its own summary."""
+    from segtrack_ros import video_cli  # first, as in the console script: see package_threads
+    import torch
+
+    output = WORK / f'segtrack-video-{"track" if track else "predict"}.avi'
+    argv = [str(args.video), '--model', args.model, '--imgsz', str(args.imgsz),
+            '--mode', 'track' if track else 'predict', '--output', str(output), '--no-show',
+            '--max-frames', str(args.frames), '--device', 'cpu']
+    pipeline, cpu = video_cli._pipeline, []
+
+    def timed_pipeline(*args, **kwargs):  # the CPU time of the run, model loading excluded
+        start = time.process_time()
+        try:
+            return pipeline(*args, **kwargs)
+        finally:
+            cpu.append(time.process_time() - start)
+
+    video_cli._pipeline = timed_pipeline
+    summary, _ = video_cli.run(video_cli.build_parser().parse_args(argv), progress=False)
+    return {'frames': summary.frames, 'seconds': summary.seconds,
+            'instances': summary.instances, 'threads': torch.get_num_threads(),
+            'cpu_seconds': cpu[0]}
+
+
+WORKERS = {
+    'raw': lambda a: worker_raw(a, False), 'raw-track': lambda a: worker_raw(a, True),
+    'guide-predict': lambda a: worker_guide(a, False),
+    'guide-track': lambda a: worker_guide(a, True),
+    'video-predict': lambda a: worker_video(a, False),
+    'video-track': lambda a: worker_video(a, True),
+}
+
+
+def run_worker(kind, model, imgsz, video, frames, threads):
+    """Run one row in its own process; return its figures, plus its peak RSS."""
+    command = [sys.executable, __file__, '--worker', kind, '--model', model,
+               '--imgsz', str(imgsz), '--video', str(video), '--frames', str(frames),
+               '--threads', str(threads)]
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                               text=True)
+    stdout, stderr = _communicate_with_rusage(process)
+    if process.returncode != 0:
+        raise RuntimeError(f'{kind} failed ({process.returncode}): {stderr.strip()[-2000:]}')
+    row = json.loads(stdout.strip().splitlines()[-1])
+    row['peak_rss_mb'] = process.peak_rss_mb
+    return row
+
+
+def _communicate_with_rusage(process):
+    """Like `communicate()`, but reaps the child with wait4 to learn its own peak RSS."""
+    out, err = [], []
+    readers = [threading.Thread(target=lambda s=s, b=b: b.append(s.read()), daemon=True)
+               for s, b in ((process.stdout, out), (process.stderr, err))]
+    for reader in readers:
+        reader.start()
+    _, usage = _reap(process, 3600)
+    process.peak_rss_mb = usage.ru_maxrss / 1024  # KiB on Linux
+    for reader in readers:
+        reader.join()
+    return out[0], err[0]
+
+
+# -- the node over DDS ------------------------------------------------------------------------
+
+def run_node(model, imgsz, mode, rate, video, frames, index):
+    """Run video_publisher at `rate` -> segtrack_node -> OutputRecorder; return the figures."""
+    import psutil
+    import rclpy
+    from diagnostic_msgs.msg import DiagnosticArray
+    from rclpy.executors import SingleThreadedExecutor
+
+    sys.path.insert(0, str(TOOLS))
+    from demo import OutputRecorder, OUTPUT_TOPICS  # noqa: I100 (tools/ is not a package)
+
+    class TimedRecorder(OutputRecorder):
+        """The demo's recorder, plus the arrival time of every output."""
+
+        def __init__(self, node, namespace):
+            self.arrivals = {topic: [] for topic in OUTPUT_TOPICS}
+            super().__init__(node, namespace)
+
+        def _on_output(self, topic, message):
+            super()._on_output(topic, message)
+            self.arrivals[topic].append(time.monotonic())
+
+    namespace = f'/bench{index}'
+    probe = rclpy.create_node(f'segtrack_bench{index}')
+    recorder = TimedRecorder(probe, namespace)
+    diagnostics = []
+    probe.create_subscription(DiagnosticArray, '/diagnostics',
+                              lambda m: diagnostics.extend(
+                                  s for s in m.status if s.name.startswith(namespace)), 10)
+    executor = SingleThreadedExecutor()
+    executor.add_node(probe)
+    threading.Thread(target=executor.spin, daemon=True).start()
+    logs = WORK / 'logs'
+    logs.mkdir(parents=True, exist_ok=True)
+    node_log_path, pub_log_path = logs / f'node{index}.log', logs / f'publisher{index}.log'
+    cpu = {}
+    with open(node_log_path, 'w') as node_log, open(pub_log_path, 'w') as pub_log:
+        node = _start('segtrack_node', namespace, node_log,
+                      model=model, imgsz=imgsz, mode=mode, device='cpu',
+                      color_mode='track' if mode == 'track' else 'class')
+        publisher = node_usage = None
+        try:
+            if not _wait_for(lambda: probe.count_subscribers(f'{namespace}/image') > 0
+                             and probe.count_publishers(f'{namespace}/detections') > 0, 120):
+                raise RuntimeError(f'segtrack_node did not start, see {node_log_path}')
+            time.sleep(1.0)  # the outputs' subscriptions match
+            node_cpu, own_cpu = _cpu_seconds(psutil.Process(node.pid)), time.process_time()
+            publisher = _start('video_publisher', namespace, pub_log, source=video,
+                               rate=float(rate))
+            _wait_for(lambda: recorder.arrivals['detections'] or publisher.poll() is not None, 60)
+            try:  # the publisher's CPU time from its first frame on, start-up excluded
+                publisher_cpu = _cpu_seconds(psutil.Process(publisher.pid))
+            except psutil.NoSuchProcess:
+                publisher_cpu = 0.0
+            code, usage = _reap(publisher, frames / rate + 60)
+            if code != 0:
+                raise RuntimeError(f'video_publisher failed, see {pub_log_path}')
+            cpu['publisher'] = usage.ru_utime + usage.ru_stime - publisher_cpu
+            time.sleep(1.5)  # the last frame's outputs arrive
+            cpu['node'] = _cpu_seconds(psutil.Process(node.pid)) - node_cpu
+            cpu['subscriber'] = time.process_time() - own_cpu
+        finally:
+            if publisher is not None and publisher.returncode is None:
+                publisher.kill()
+                _reap(publisher, 10)
+            if node.returncode is None:
+                node.send_signal(signal.SIGINT)
+                _, node_usage = _reap(node, 15)
+            executor.shutdown()
+            probe.destroy_node()
+    published = _published_count(pub_log_path.read_text(), frames)
+    arrivals = recorder.arrivals['detections']
+    processed = len(arrivals)
+    span = arrivals[-1] - arrivals[0] if processed > 1 else 0.0
+    latencies = {topic: _percentiles(values) for topic, values in recorder.latencies_ms.items()}
+    worst = max((lat for lat in latencies.values() if lat), key=lambda lat: lat[0],
+                default=None)
+    figures = _diagnostic_values(diagnostics[-1]) if diagnostics else {}
+    return {'frames': processed, 'fps': (processed - 1) / span if span > 0 else 0.0,
+            'published': published,
+            'drop_ratio': 1 - processed / published if published else float('nan'),
+            'latency': latencies, 'worst_latency': worst,
+            'peak_rss_mb': node_usage.ru_maxrss / 1024 if node_usage else None,
+            'node_inference_ms': figures.get('inference_ms'), 'rate': rate,
+            'cpu_seconds': cpu.get('node'), 'cpu': cpu}
+
+
+def _cpu_seconds(process):
+    times = process.cpu_times()
+    return times.user + times.system
+
+
+def _reap(process, timeout):
+    """Wait for a child with wait4 (its own rusage: CPU, peak RSS); kill it after `timeout`."""
+    deadline = time.monotonic() + timeout
+    while True:
+        pid, status, usage = os.wait4(process.pid, os.WNOHANG)
+        if pid:
+            process.returncode = os.waitstatus_to_exitcode(status)
+            return process.returncode, usage
+        if time.monotonic() > deadline:
+            process.kill()
+            deadline = float('inf')
+        time.sleep(0.02)
+
+
+def _start(executable, namespace, log, **parameters):
+    command = [str(BIN / executable), '--ros-args', '-r', f'__ns:={namespace}']
+    for name, value in parameters.items():
+        command += ['-p', f'{name}:={value}']
+    return subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)
+
+
+def _wait_for(predicate, timeout):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(0.1)
+    return False
+
+
+def _published_count(log, default):
+    match = re.search(r'end of video after (\d+) frames', log)
+    return int(match.group(1)) if match else default
+
+
+def _percentiles(values):
+    return [float(v) for v in np.percentile(values, [50, 95, 99])] if values else None
+
+
+def _diagnostic_values(status):
+    values = {}
+    for pair in status.values:
+        try:
+            values[pair.key] = float(pair.value)
+        except ValueError:
+            pass
+    return values
+
+
+# -- the run and its table --------------------------------------------------------------------
+
+def machine():
+    """One line about this machine and its load."""
+    from importlib.metadata import version
+
+    import torch
+
+    cpu = next((line.split(':', 1)[1].strip() for line in
+                Path('/proc/cpuinfo').read_text().splitlines() if line.startswith('model name')),
+               platform.processor())
+    memory = int(Path('/proc/meminfo').read_text().split()[1]) / 2 ** 20
+    return (f'{os.cpu_count()} cores ({cpu}), {memory:.0f} GiB, no GPU; {platform.system()} '
+            f'{platform.release()}, Python {platform.python_version()}, torch {torch.__version__} '
+            f'({torch.get_num_threads()} threads), ultralytics {version("ultralytics")}')
+
+
+def load_average():
+    """Return the 1, 5 and 15 minute load averages."""
+    return ' '.join(Path('/proc/loadavg').read_text().split()[:3])
+
+
+def prepare_video(frames):
+    """Return the benchmark video: generated once, deterministic."""
+    from segtrack_ros.synthetic import SceneConfig, write_video
+
+    WORK.mkdir(parents=True, exist_ok=True)
+    video = WORK / f'bench-768x576-{frames}-seed{VIDEO_SEED}.avi'
+    if not video.exists():
+        print(f'bench: generating {video.relative_to(REPO)} ({frames} frames, 768x576)',
+              flush=True)
+        write_video(video, SceneConfig(frames=frames, seed=VIDEO_SEED))
+    return video
+
+
+def bench_model(model, imgsz, video, frames, node_index, threads):
+    """All rows of one model; a list of (label, row) pairs."""
+    rows = []
+
+    def measure(label, kind):
+        print(f'bench: {Path(model).name} @{imgsz}: {label} ...', flush=True)
+        row = run_worker(kind, model, imgsz, video, frames, threads)
+        row['fps'] = row['frames'] / row['seconds']
+        rows.append((label, row))
+        print(f'bench:   {row["fps"]:.1f} fps, peak RSS {row["peak_rss_mb"]:.0f} MB', flush=True)
+
+    measure('1. raw: model.predict only', 'raw')
+    raw_fps = rows[0][1]['fps']
+    measure('1b. raw: model.track only', 'raw-track')
+    measure('2. guide loop, predict', 'guide-predict')
+    measure('2b. guide loop, track', 'guide-track')
+    measure('3. segtrack-video, predict', 'video-predict')
+    measure('3b. segtrack-video, track', 'video-track')
+    fast = max(60, math.ceil(1.5 * raw_fps / 10) * 10)  # far above the model's rate
+    near = max(5, math.ceil(1.5 * raw_fps / 5) * 5)  # just above it
+    for label, mode, rate in (('4. node, track, 30 Hz in', 'track', 30),
+                              (f'4b. node, predict, {fast} Hz in', 'predict', fast),
+                              (f'4c. node, track, {fast} Hz in', 'track', fast),
+                              (f'4d. node, predict, {near} Hz in', 'predict', near)):
+        print(f'bench: {Path(model).name} @{imgsz}: {label} ...', flush=True)
+        row = run_node(model, imgsz, mode, rate, video, frames, next(node_index))
+        rows.append((label, row))
+        print(f'bench:   {row["fps"]:.1f} fps, drops {row["drop_ratio"]:.0%}, latency '
+              f'{_fmt_latency(row["worst_latency"])}, peak RSS {row["peak_rss_mb"]:.0f} MB',
+              flush=True)
+    return raw_fps, rows
+
+
+def _fmt_latency(values):
+    return '/'.join(f'{v:.0f}' for v in values) if values else 'n/a'
+
+
+def table(results):
+    """Return the markdown table of every row of every model."""
+    lines = ['| model | row | frames/s | ms/frame | × raw | CPU ms/frame | drops | latency '
+             'p50/p95/p99 ms (slowest output) | peak RSS MB |',
+             '|---|---|---:|---:|---:|---:|---:|---:|---:|']
+    for title, raw_fps, rows in results:
+        for label, row in rows:
+            fps = row['fps']
+            cpu = (f'{row["cpu_seconds"] / row["frames"] * 1000:.0f}'
+                   if row.get('cpu_seconds') and row['frames'] else '')
+            drops = f'{row["drop_ratio"]:.0%}' if 'drop_ratio' in row else ''
+            latency = _fmt_latency(row.get('worst_latency')) if 'latency' in row else ''
+            rss = f'{row["peak_rss_mb"]:.0f}' if row.get('peak_rss_mb') else ''
+            lines.append(f'| {title} | {label} | {fps:.1f} | {1000 / fps if fps else 0:.1f} | '
+                         f'{fps / raw_fps:.2f} | {cpu} | {drops} | {latency} | {rss} |')
+    return '\n'.join(lines)
+
+
+def node_table(results):
+    """Return the node rows in detail: latency per output, CPU per process, inference time."""
+    lines = ['| model | row | frames in / out | ' + ' | '.join(f'`{t}`' for t in OUTPUTS) +
+             ' | node inference ms | CPU ms/frame: node / publisher / subscriber |',
+             '|---|---|---:|' + '---:|' * len(OUTPUTS) + '---:|---:|']
+    for title, _, rows in results:
+        for label, row in rows:
+            if 'latency' not in row:
+                continue
+            cells = ' | '.join(_fmt_latency(row['latency'][t]) for t in OUTPUTS)
+            cpu = ' / '.join(f'{row["cpu"][k] / row["frames"] * 1000:.0f}' if row['frames']
+                             and k in row['cpu'] else '?'
+                             for k in ('node', 'publisher', 'subscriber'))
+            inference = row.get('node_inference_ms')
+            lines.append(f'| {title} | {label} | {row["published"]} / {row["frames"]} | {cells} '
+                         f'| {inference:.1f} | {cpu} |' if inference is not None else
+                         f'| {title} | {label} | {row["published"]} / {row["frames"]} | {cells} '
+                         f'| ? | {cpu} |')
+    return '\n'.join(lines)
+
+
+def targets(results):
+    """Return pass/fail lines of the issue's targets, per model."""
+    lines = []
+    for title, raw_fps, rows in results:
+        by = {label.split('.')[0]: row for label, row in rows}
+        raw_ms = 1000 / raw_fps
+        checks = [(f'node fps ≥ 0.95 × raw (predict, {by[k]["rate"]} Hz in)',
+                   by[k]['fps'] / raw_fps, 0.95) for k in ('4d', '4b')]
+        checks += [(f'segtrack-video ≥ 1.3 × guide ({mode})',
+                    by[f'3{suffix}']['fps'] / by[f'2{suffix}']['fps'], 1.3)
+                   for mode, suffix in (('predict', ''), ('track', 'b'))]
+        for name, value, goal in checks:
+            lines.append(f'- {title}: {name}: {value:.2f} → '
+                         f'{"PASS" if value >= goal else "FAIL"}')
+        worst = by['4']['worst_latency']
+        if worst:
+            lines.append(f'- {title}: node latency p50 ≤ inference + 10 ms (track, 30 Hz in, '
+                         f'slowest output): {worst[0]:.0f} ms vs {raw_ms:.0f} + 10 ms → '
+                         f'{"PASS" if worst[0] <= raw_ms + 10 else "FAIL"}')
+    return '\n'.join(lines)
+
+
+def main():
+    """Run every row, print the table, write it to bench/results.md."""
+    parser = argparse.ArgumentParser(description='segtrack_ros benchmark')
+    parser.add_argument('--frames', type=int, default=300)
+    parser.add_argument('--output', type=Path, default=REPO / 'bench' / 'results.md')
+    parser.add_argument('--only', type=int, nargs='+', help='indices of MODELS to run')
+    parser.add_argument('--worker', choices=WORKERS)
+    parser.add_argument('--model')
+    parser.add_argument('--imgsz', type=int)
+    parser.add_argument('--video', type=Path)
+    parser.add_argument('--threads', type=int,
+                        help='torch threads of every row (sets OMP_NUM_THREADS for all '
+                             "processes); default: the package's own count")
+    args = parser.parse_args()
+    if args.worker:
+        print(json.dumps(WORKERS[args.worker](args)))
+        return
+
+    import rclpy
+    from segtrack_ros.transport import apply_large_data_profile
+
+    started = time.monotonic()
+    loads = [load_average()]
+    if args.threads:
+        os.environ['OMP_NUM_THREADS'] = str(args.threads)
+    description = machine()
+    threads = package_threads()
+    video = prepare_video(args.frames)
+    apply_large_data_profile()
+    rclpy.init()
+    results, notes = [], []
+    node_index = iter(range(1000))
+    try:
+        for position, (model, imgsz) in enumerate(MODELS):
+            if args.only and position not in args.only:
+                continue
+            title = f'{Path(model).name} @{imgsz}'
+            if not Path(model).exists() and not model.endswith('.yaml'):
+                notes.append(f'- {title}: skipped, {Path(model).relative_to(REPO)} does not exist '
+                             '(`make model` trains it).')
+                print(f'bench: {notes[-1][2:]}', flush=True)
+                continue
+            raw_fps, rows = bench_model(model, imgsz, video, args.frames, node_index,
+                                        threads)
+            results.append((title, raw_fps, rows))
+            loads.append(load_average())
+    finally:
+        rclpy.try_shutdown()
+    minutes = (time.monotonic() - started) / 60
+    report = render_report(description, loads, results, notes, args.frames, minutes)
+    print('\n' + report)
+    args.output.parent.mkdir(parents=True, exist_ok=True)
+    args.output.write_text(report)
+    print(f'bench: wrote {args.output.relative_to(REPO)}')
+
+
+def render_report(description, loads, results, notes, frames, minutes):
+    """Render the whole results page as markdown."""
+    threads = results[0][2][0][1]['threads'] if results else '?'
+    return f"""# segtrack_ros benchmark
+
+Command: `make bench` ({minutes:.1f} min). Machine: {description}.
+Load average (1/5/15 min) before the run and after each model: {'; '.join(loads)} — the machine
+is shared, so absolute numbers are noisy; the ratios within one run are what matters.
+
+Frames: a generated 768×576 video of {frames} frames (`segtrack_ros.synthetic`, seed {VIDEO_SEED}),
+the same for every row. Torch uses {threads} threads in every row (the package's count: torch's
+default, which the segmenter restores after ultralytics lowers it to cpu_count − 1). Same settings
+everywhere: conf 0.25, iou 0.7, ByteTrack. The untrained yolov8n-seg finds nothing: its rows give
+the model's real cost, the trained shapes model gives real detections.
+
+{table(results)}
+
+Rows: **1** `model.predict(frame)` only, frames decoded outside the timing; **1b** the same with
+`model.track(frame, persist=True)`. **2** the old Ultralytics guide's loop: read, predict or track,
+`masks.xy` + `seg_bbox` per instance, write (MJPG), one after the other. **3** `segtrack-video`
+(`video_cli.run`: read, infer, draw + write in three threads; fill + outline + label as in the
+package's defaults), timed by its own summary. **4** `video_publisher` → `segtrack_node` → one
+subscriber to all five outputs, three processes over DDS (Fast DDS, shared memory); frames/s =
+outputs received per second between the first and the last, drops = 1 − outputs / frames
+published, latency = input stamp → receipt by the subscriber. At 30 Hz the node cannot go faster
+than its input: rows 4b/4c publish far above the model's rate (60 Hz, or 1.5 × raw if more: most
+frames are dropped, each one still costs receiving), row 4d just above it (1.5 × raw); the
+0.95 × raw target is measured on 4b and 4d. The model loading is outside every timing. Peak RSS:
+of the row's own process (the node's for rows 4).
+
+Node rows in detail: latency p50/p95/p99 ms from the input stamp to the receipt of each output
+(in the order the node publishes them), the node's own mean inference time (its `/diagnostics`,
+last 5 s), and the CPU time per processed frame of each of the three processes:
+
+{node_table(results)}
+
+Targets:
+
+{targets(results)}
+{chr(10).join(notes)}
+"""
+
+
+if __name__ == '__main__':
+    main()
