@@ -9,26 +9,23 @@ queue builds up whatever the camera rate.
 
 import array
 import queue
-import sys
 import threading
 import time
 
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 from rcl_interfaces.msg import (FloatingPointRange, IntegerRange, ParameterDescriptor,
                                 SetParametersResult)
-import rclpy
 from rclpy.exceptions import ParameterException
-from rclpy.executors import ExternalShutdownException
 from rclpy.node import Node
 from rclpy.parameter import Parameter
 from rclpy.qos import qos_profile_sensor_data, QoSProfile, ReliabilityPolicy
 from rclpy.qos_overriding_options import QoSOverridingOptions
 from segtrack_ros import image_codec, labels
 from segtrack_ros.params import BY_NAME, check_combination, PARAMETERS
+from segtrack_ros.program import run_node
 from segtrack_ros.render import RenderConfig, Renderer
 from segtrack_ros.segmenter import check_tracker, Segmenter, SegmenterConfig, SegmenterError
 from segtrack_ros.stats import PipelineStats
-from segtrack_ros.transport import apply_large_data_profile
 from sensor_msgs.msg import CompressedImage, Image
 from std_srvs.srv import Trigger
 
@@ -372,21 +369,7 @@ class SegTrackNode(Node):
 
 def main(args=None):
     """Run `segtrack_node` until Ctrl-C or shutdown; exit 1 with one line on a bad start."""
-    apply_large_data_profile()
-    rclpy.init(args=args)
-    node = None
-    try:
-        node = SegTrackNode()
-        rclpy.spin(node)
-    except (KeyboardInterrupt, ExternalShutdownException):
-        pass
-    except StartupError as error:
-        print(f'segtrack_node: error: {error}', file=sys.stderr)
-        sys.exit(1)
-    finally:
-        if node is not None:
-            node.destroy_node()
-        rclpy.try_shutdown()
+    run_node('segtrack_node', SegTrackNode, StartupError, args)
 
 
 if __name__ == '__main__':

@@ -1,16 +1,12 @@
 """`video_publisher`: a video file or camera published as `sensor_msgs/Image` (bgr8) on `image`."""
 
-import sys
-
 import cv2
 from rcl_interfaces.msg import FloatingPointRange, ParameterDescriptor
-import rclpy
-from rclpy.executors import ExternalShutdownException
 from rclpy.node import Node
 from rclpy.qos import QoSProfile, ReliabilityPolicy
 from rclpy.qos_overriding_options import QoSOverridingOptions
 from segtrack_ros.image_codec import to_image_msg
-from segtrack_ros.transport import apply_large_data_profile
+from segtrack_ros.program import run_node
 from segtrack_ros.video_io import open_source, VideoError
 from sensor_msgs.msg import Image
 from std_msgs.msg import Header
@@ -63,21 +59,7 @@ class VideoPublisher(Node):
 
 def main(args=None):
     """Run `video_publisher` until the video ends (unless looping), Ctrl-C or shutdown."""
-    apply_large_data_profile()
-    rclpy.init(args=args)
-    node = None
-    try:
-        node = VideoPublisher()
-        rclpy.spin(node)
-    except (KeyboardInterrupt, ExternalShutdownException, SystemExit):
-        pass
-    except VideoError as error:
-        print(f'video_publisher: error: {error}', file=sys.stderr)
-        sys.exit(1)
-    finally:
-        if node is not None:
-            node.destroy_node()
-        rclpy.try_shutdown()
+    run_node('video_publisher', VideoPublisher, VideoError, args)
 
 
 if __name__ == '__main__':

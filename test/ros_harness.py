@@ -74,6 +74,17 @@ class NodeProcess:
         return code, time.monotonic() - start
 
 
+def wait_until(predicate, timeout=60.0):
+    """Poll `predicate` until it is true or `timeout` passes; return its last value."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(0.02)
+    return predicate()
+
+
 class Collector:
     """Messages of one topic as they arrive, with their arrival times."""
 

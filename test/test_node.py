@@ -16,7 +16,8 @@ import pytest
 import rclpy
 from rclpy.parameter import Parameter
 from rclpy.parameter_client import AsyncParameterClient
-from ros_harness import BEST_EFFORT, make_frame, NodeProcess, ProbeNode, RELIABLE
+from ros_harness import (BEST_EFFORT, make_frame, NodeProcess, ProbeNode, RELIABLE,
+                         wait_until)
 from segtrack_ros import image_codec
 from segtrack_ros.segmenter import Segmenter, SegmenterConfig
 from segtrack_ros.transport import apply_large_data_profile
@@ -91,17 +92,6 @@ def send_and_wait(probe, publisher, collectors, frame, topics=tuple(OUTPUTS), he
     for topic in topics:
         assert wait_until(lambda: collectors[topic].by_stamp(header.stamp)), f'no {topic} output'
     return header
-
-
-def wait_until(predicate, timeout=TIMEOUT):
-    """Poll `predicate` until it is true or `timeout` passes; return its last value."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.02)
-    return predicate()
 
 
 def warm_up(probe, image_publisher, outputs):

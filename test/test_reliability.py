@@ -17,24 +17,13 @@ from diagnostic_msgs.msg import DiagnosticArray
 import numpy as np
 import pytest
 import rclpy
-from ros_harness import make_frame, NodeProcess, ProbeNode
+from ros_harness import make_frame, NodeProcess, ProbeNode, wait_until
 from segtrack_ros import image_codec
 from segtrack_ros.transport import apply_large_data_profile
 from sensor_msgs.msg import CompressedImage, Image
 from vision_msgs.msg import Detection2DArray
 
 TIMEOUT = 60.0
-
-
-def wait_until(predicate, timeout=TIMEOUT):
-    """Poll `predicate` until it is true or `timeout` passes; return its last value."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.05)
-    return predicate()
 
 
 @pytest.fixture(scope='module')
