@@ -10,9 +10,10 @@ import time
 
 from conftest import UNTRAINED_CONF
 import cv2
+from hypothesis import given, settings, strategies as st
 import numpy as np
 import pytest
-from segtrack_ros.detections import Detections
+from segtrack_ros.detections import Detections, upscale_masks
 from segtrack_ros.segmenter import (
     resolve_device, Segmenter, SegmenterConfig, SegmenterError)
 import torch
@@ -269,6 +270,21 @@ def test_torch_threads_restored(weights, frames):
         assert torch.get_num_threads() == wanted
     finally:
         torch.set_num_threads(before)
+
+
+@settings(max_examples=200, deadline=None)
+@given(mask_shape=st.tuples(st.integers(1, 80), st.integers(1, 80)),
+       image_shape=st.tuples(st.integers(1, 700), st.integers(1, 700)),
+       count=st.integers(0, 3), seed=st.integers(0, 2**32 - 1))
+def test_upscale_masks_equals_ultralytics(mask_shape, image_shape, count, seed):
+    generator = np.random.default_rng(seed)
+    masks = np.zeros((count, *mask_shape), np.uint8)
+    for mask in masks:  # a block, a few stray pixels, or nothing
+        y, x = generator.integers(0, mask_shape[0]), generator.integers(0, mask_shape[1])
+        mask[y:y + generator.integers(0, 30), x:x + generator.integers(0, 30)] = 1
+        mask[generator.random(mask_shape) < 0.01] = 1
+    expected = (ops.scale_masks(torch.from_numpy(masks)[None], image_shape)[0] > 0.5).numpy()
+    np.testing.assert_array_equal(upscale_masks(masks, image_shape), expected)
 
 
 def disc_detections(height=240, width=320, centre=(150, 110), radius=50):
