@@ -9,10 +9,14 @@ downloaded when missing). Users can override both variables in their environment
 
 import os
 
+
+def usable_cores():
+    """Return the number of cores this process may run on."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, 'sched_getaffinity') else os.cpu_count()
+
+
 os.environ.setdefault('YOLO_OFFLINE', '1')
 os.environ.setdefault('YOLO_AUTOINSTALL', 'false')
 # Importing ultralytics sets OMP_NUM_THREADS=1 when it is unset (a training default), which
 # leaves CPU inference on one core; keep torch's own default: the cores this process may use.
-os.environ.setdefault('OMP_NUM_THREADS', str(len(os.sched_getaffinity(0))
-                                             if hasattr(os, 'sched_getaffinity')
-                                             else os.cpu_count()))
+os.environ.setdefault('OMP_NUM_THREADS', str(usable_cores()))

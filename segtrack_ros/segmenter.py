@@ -10,6 +10,7 @@ from pathlib import Path
 
 import numpy as np
 
+from segtrack_ros import usable_cores
 from segtrack_ros.detections import detections_from_result
 
 BUNDLED_MODEL = Path(__file__).resolve().parent / 'data' / 'shapes-seg.pt'
@@ -167,6 +168,11 @@ class Segmenter:
         self._model = self._on_torch_thread(load_model, config.model)
         self._trackers = {}
         self._on_torch_thread(self._warm_up)
+
+    @property
+    def leaves_cpu_free(self):
+        """Tell whether inference leaves CPU time to other threads: a GPU, or spare cores."""
+        return self.config.device != 'cpu' or self._threads < usable_cores()
 
     @property
     def class_names(self):

@@ -4,6 +4,7 @@ Real ROS plumbing for the DDS tests.
 Node processes, a test node that spins in a thread, and subscriptions that collect what arrives.
 """
 
+import os
 from pathlib import Path
 import signal
 import subprocess
@@ -34,12 +35,13 @@ def ros_value(value):
 class NodeProcess:
     """An executable of the package in its own process, its output captured line by line."""
 
-    def __init__(self, executable, parameters, namespace='/'):
+    def __init__(self, executable, parameters, namespace='/', environment=None):
         command = [str(BIN / executable), '--ros-args', '-r', f'__ns:={namespace}']
         for name, value in parameters.items():
             command += ['-p', f'{name}:={ros_value(value)}']
         self.process = subprocess.Popen(command, stdout=subprocess.PIPE,
-                                        stderr=subprocess.STDOUT, text=True)
+                                        stderr=subprocess.STDOUT, text=True,
+                                        env={**os.environ, **(environment or {})})
         self.lines = []
         self._reader = threading.Thread(target=self._read, daemon=True)
         self._reader.start()

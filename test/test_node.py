@@ -62,6 +62,7 @@ def segtrack(probe, node_parameters):
         lambda node: node.count_subscribers(f'{NAMESPACE}/image') > 0
         and node.count_publishers(f'{NAMESPACE}/detections') > 0, TIMEOUT)
     assert ready, process.output
+    assert 'between inferences' in process.output  # torch has every core here
     yield process
     code, seconds = process.stop(signal.SIGINT)
     assert code == 0 and seconds < 2.0 and 'Traceback' not in process.output, process.output
@@ -180,6 +181,33 @@ def check_frame_outputs(outputs, header, frame, expected, names):
             assert box[1] - 5 <= ys.min() and ys.max() <= box[3] + 5
             assert set(np.unique(class_ids[pixels])) == {name_to_id[hypothesis.class_id] + 1}
     assert set(np.unique(instance_ids)) - {0} <= {int(d.id) for d in detections.detections}
+
+
+def test_outputs_overlapped_with_inference_match_the_core(probe, node_parameters):
+    """With a core left free (one torch thread), outputs come from their own thread, unchanged."""
+    namespace = '/cam_overlap'
+    process = NodeProcess('segtrack_node', node_parameters, namespace,
+                          environment={'OMP_NUM_THREADS': '1'})
+    try:
+        collectors = {topic: probe.collect(kind, f'{namespace}/{topic}')
+                      for topic, kind in OUTPUTS.items()}
+        publisher = probe.publisher(Image, f'{namespace}/image', RELIABLE)
+        assert probe.wait_for_graph(
+            lambda node: node.count_subscribers(f'{namespace}/image') > 0
+            and node.count_subscribers(f'{namespace}/instance_mask') > 0, TIMEOUT), \
+            process.output
+        assert 'on their own thread' in process.output
+        parameters = {key: node_parameters[key] for key in
+                      ('model', 'device', 'conf', 'imgsz', 'max_det', 'mode', 'tracker')}
+        reference = Segmenter(SegmenterConfig(**parameters))
+        for index in range(1, 4):
+            frame = make_frame(index)
+            header = send_and_wait(probe, publisher, collectors, frame)
+            check_frame_outputs(collectors, header, frame, reference.process(frame),
+                                reference.class_names)
+    finally:
+        code, _ = process.stop()
+    assert code == 0 and 'Traceback' not in process.output, process.output
 
 
 def test_colour_mode_and_thresholds_change_on_the_next_frame(

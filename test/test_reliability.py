@@ -51,12 +51,12 @@ def start_node(probe, untrained_weights, namespace, **parameters):
     return process
 
 
-def bad_count(diagnostics, namespace):
-    """Return the node's latest `bad_inputs` in /diagnostics, or -1 before the first one."""
+def diagnostic_value(diagnostics, namespace, key):
+    """Return the node's latest count `key` in /diagnostics, or -1 before the first one."""
     for array in reversed(diagnostics.messages):
         for status in array.status:
             if status.name.startswith(f'{namespace}/segtrack_node'):
-                return int(next(v.value for v in status.values if v.key == 'bad_inputs'))
+                return int(next(v.value for v in status.values if v.key == key))
     return -1
 
 
@@ -133,15 +133,19 @@ def send_each_and_check(probe, publisher, messages, namespace, good):
     """Send each bad message; each is counted, and a good message after it is processed."""
     diagnostics = probe.collect(DiagnosticArray, '/diagnostics')
     detections = probe.collect(Detection2DArray, f'{namespace}/detections')
-    assert wait_until(lambda: bad_count(diagnostics, namespace) == 0)
+
+    def bad_inputs():
+        return diagnostic_value(diagnostics, namespace, 'bad_inputs')
+
+    assert wait_until(lambda: bad_inputs() == 0)
     for count, (problem, message) in enumerate(messages.items(), start=1):
         message.header = probe.header()
         publisher.publish(message)
-        assert wait_until(lambda: bad_count(diagnostics, namespace) >= count), problem
+        assert wait_until(lambda: bad_inputs() >= count), problem
         after = good()
         publisher.publish(after)
         assert wait_until(lambda: detections.by_stamp(after.header.stamp)), problem
-    assert bad_count(diagnostics, namespace) == len(messages)
+    assert bad_inputs() == len(messages)
 
 
 def test_bad_raw_images_are_skipped_counted_and_logged(probe, untrained_weights):
@@ -175,6 +179,38 @@ def test_bad_compressed_images_are_skipped_and_counted(probe, untrained_weights)
         send_each_and_check(
             probe, publisher, bad_compressed_messages(probe), namespace,
             lambda: CompressedImage(header=probe.header(), format='jpeg', data=jpeg.tobytes()))
+    finally:
+        code, _ = process.stop()
+    assert code == 0 and 'Traceback' not in process.output, process.output
+
+
+def test_failure_on_one_frame_is_logged_counted_and_passed(probe, untrained_weights):
+    """
+    A frame that breaks one output (JPEG stops at 65500 px) is an error line and a count.
+
+    A real fault through the real node, with nothing mocked: the frame is decoded and segmented,
+    its compressed image cannot be encoded; the frames before and after it are served in full.
+    """
+    namespace = '/publish_fault'
+    process = start_node(probe, untrained_weights, namespace)
+    try:
+        publisher = probe.publisher(Image, f'{namespace}/image')
+        compressed = probe.collect(CompressedImage, f'{namespace}/annotated_image/compressed')
+        diagnostics = probe.collect(DiagnosticArray, '/diagnostics')
+        assert probe.wait_for_graph(
+            lambda node: node.count_subscribers(f'{namespace}/annotated_image/compressed') > 0,
+            TIMEOUT)
+
+        def served(message):
+            publisher.publish(message)
+            return wait_until(lambda: compressed.by_stamp(message.header.stamp))
+
+        assert wait_until(lambda: served(raw_message(probe)))
+        publisher.publish(image_codec.to_image_msg(np.zeros((8, 66000, 3), np.uint8), 'bgr8',
+                                                   probe.header()))
+        assert wait_until(lambda: diagnostic_value(diagnostics, namespace, 'errors') == 1)
+        assert served(raw_message(probe))
+        assert 'publishing failed on a frame' in process.output
     finally:
         code, _ = process.stop()
     assert code == 0 and 'Traceback' not in process.output, process.output
