@@ -16,6 +16,7 @@ import pytest
 from segtrack_ros.detections import Detections, upscale_masks
 from segtrack_ros.segmenter import (
     resolve_device, Segmenter, SegmenterConfig, SegmenterError)
+from segtrack_ros.video_io import read_frames
 import torch
 from ultralytics import YOLO
 from ultralytics.utils import ops
@@ -34,12 +35,7 @@ def weights(untrained_weights):
 def frames(test_video):
     """Read the frames of the test video."""
     capture = cv2.VideoCapture(str(test_video))
-    frames = []
-    while True:
-        ok, frame = capture.read()
-        if not ok:
-            break
-        frames.append(frame)
+    frames = list(read_frames(capture))
     capture.release()
     assert len(frames) == 12
     return frames

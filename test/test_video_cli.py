@@ -17,6 +17,7 @@ import cv2
 import numpy as np
 import pytest
 from segtrack_ros.video_cli import main
+from segtrack_ros.video_io import read_frames
 
 SCRIPT = Path(sys.executable).parent / 'segtrack-video'
 IMGSZ = 320
@@ -43,12 +44,7 @@ def read_video(path):
     width = int(capture.get(cv2.CAP_PROP_FRAME_WIDTH))
     height = int(capture.get(cv2.CAP_PROP_FRAME_HEIGHT))
     fps = capture.get(cv2.CAP_PROP_FPS)
-    frames = []
-    while True:
-        ok, frame = capture.read()
-        if not ok:
-            break
-        frames.append(frame)
+    frames = list(read_frames(capture))
     capture.release()
     return frames, width, height, fps
 

@@ -45,10 +45,10 @@ os.environ.setdefault('ROS_DOMAIN_ID', str(random.randint(1, 100)))
 os.environ.setdefault('YOLO_OFFLINE', '1')
 
 import numpy as np  # noqa: E402
+from processes import start, wait_for  # noqa: E402
 
 REPO = Path(__file__).resolve().parent.parent
 TOOLS = REPO / 'tools'
-BIN = Path(sys.executable).parent
 WORK = REPO / 'output' / 'bench'
 TRAINED = REPO / 'segtrack_ros' / 'data' / 'shapes-seg.pt'
 VIDEO_SEED = 11
@@ -303,21 +303,21 @@ def run_node(model, imgsz, mode, rate, video, frames, index):
     node_log_path, pub_log_path = logs / f'node{index}.log', logs / f'publisher{index}.log'
     cpu = {}
     with open(node_log_path, 'w') as node_log, open(pub_log_path, 'w') as pub_log:
-        node = _start('segtrack_node', namespace, node_log,
-                      model=model, imgsz=imgsz, mode=mode, device='cpu',
-                      color_mode='track' if mode == 'track' else 'class')
+        node = start('segtrack_node', namespace, node_log,
+                     model=model, imgsz=imgsz, mode=mode, device='cpu',
+                     color_mode='track' if mode == 'track' else 'class')
         publisher = node_usage = None
         try:
-            if not _wait_for(lambda: probe.count_subscribers(f'{namespace}/image') > 0
-                             and probe.count_publishers(f'{namespace}/detections') > 0, 120):
+            if not wait_for(lambda: probe.count_subscribers(f'{namespace}/image') > 0
+                            and probe.count_publishers(f'{namespace}/detections') > 0, 120):
                 raise RuntimeError(f'segtrack_node did not start, see {node_log_path}')
             time.sleep(1.0)  # the outputs' subscriptions match
             node_cpu, own_cpu = _cpu_seconds(psutil.Process(node.pid)), time.process_time()
             # at least MIN_NODE_SECONDS of input: a fast rate loops the video, then is stopped
             loop = frames / rate < MIN_NODE_SECONDS
-            publisher = _start('video_publisher', namespace, pub_log, source=video,
-                               rate=float(rate), loop=str(loop).lower())
-            _wait_for(lambda: recorder.arrivals['detections'] or _exited(publisher), 60)
+            publisher = start('video_publisher', namespace, pub_log, source=video,
+                              rate=float(rate), loop=str(loop).lower())
+            wait_for(lambda: recorder.arrivals['detections'] or _exited(publisher), 60)
             try:  # the publisher's CPU time from its first frame on, start-up excluded
                 publisher_cpu = _cpu_seconds(psutil.Process(publisher.pid))
             except psutil.NoSuchProcess:
@@ -381,22 +381,6 @@ def _reap(process, timeout):
             process.kill()
             deadline = float('inf')
         time.sleep(0.02)
-
-
-def _start(executable, namespace, log, **parameters):
-    command = [str(BIN / executable), '--ros-args', '-r', f'__ns:={namespace}']
-    for name, value in parameters.items():
-        command += ['-p', f'{name}:={value}']
-    return subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)
-
-
-def _wait_for(predicate, timeout):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(0.1)
-    return False
 
 
 def _published_count(log, default):

@@ -14,7 +14,6 @@ import os
 from pathlib import Path
 import random
 import signal
-import subprocess
 import sys
 import threading
 import time
@@ -33,8 +32,10 @@ from segtrack_ros.video_io import open_writer  # noqa: E402
 from sensor_msgs.msg import CompressedImage, Image  # noqa: E402
 from vision_msgs.msg import Detection2DArray  # noqa: E402
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from processes import start, wait_for  # noqa: E402, I100
+
 REPO = Path(__file__).resolve().parent.parent
-BIN = Path(sys.executable).parent
 NAMESPACE = '/demo'
 OUTPUT_TOPICS = {'annotated_image': Image, 'annotated_image/compressed': CompressedImage,
                  'instance_mask': Image, 'class_mask': Image, 'detections': Detection2DArray}
@@ -77,24 +78,6 @@ class OutputRecorder:
                 self._writer.release()
 
 
-def start(executable, parameters):
-    """Start one of the package's executables in the demo namespace."""
-    command = [str(BIN / executable), '--ros-args', '-r', f'__ns:={NAMESPACE}']
-    for name, value in parameters.items():
-        command += ['-p', f'{name}:={value}']
-    return subprocess.Popen(command)
-
-
-def wait_for(predicate, timeout):
-    """Poll until `predicate()` holds; False on timeout."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(0.1)
-    return False
-
-
 def percentiles(values):
     """p50 / p95 / p99 of `values` as text."""
     if not values:
@@ -129,16 +112,15 @@ def main():
     recorder = OutputRecorder(probe, NAMESPACE, recorded)
     spinner = threading.Thread(target=rclpy.spin, args=(probe,), daemon=True)
     spinner.start()
-    segtrack = start('segtrack_node', {'model': args.model, 'device': args.device,
-                                       'imgsz': args.imgsz, 'mode': 'track',
-                                       'color_mode': 'track', 'trail_length': 20})
+    segtrack = start('segtrack_node', NAMESPACE, model=args.model, device=args.device,
+                     imgsz=args.imgsz, mode='track', color_mode='track', trail_length=20)
     publisher = None
     try:
         if not wait_for(lambda: probe.count_subscribers(f'{NAMESPACE}/image') > 0, 60):
             sys.exit('demo: segtrack_node did not start')
         time.sleep(1.0)  # let the outputs' subscriptions match
         start_time = time.monotonic()
-        publisher = start('video_publisher', {'source': sample, 'rate': 30.0})
+        publisher = start('video_publisher', NAMESPACE, source=sample, rate=30.0)
         publisher.wait()
         time.sleep(1.0)  # the last frames' outputs
         seconds = time.monotonic() - start_time

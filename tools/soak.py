@@ -1,13 +1,14 @@
 #!/usr/bin/env python3
 """
-`make soak`: the node's memory over a long run (10 minutes at 30 Hz by default).
+`make soak`: the node under a long load (10 minutes at 30 Hz by default): memory, rate, latency.
 
 `video_publisher` loops the benchmark video into `segtrack_node` (track mode, colours by track
 id, trails on, so that every drawing path runs) while this process subscribes to all outputs
-(tools/demo.py's `OutputRecorder`) and samples the node's RSS every few seconds. The first
-minute is warm-up (allocator pools, tracker, first outputs); drift = RSS at the end against
-RSS at the end of the warm-up. Prints the figures and writes them to bench/soak.md
-(bench/soak-<rate>hz.md for other rates).
+(tools/demo.py's `OutputRecorder`) and to /diagnostics, and samples the node's RSS every few
+seconds. The first minute is warm-up (allocator pools, tracker, first outputs); drift = RSS at
+the end against RSS at the end of the warm-up. Latency is from the input stamp to the receipt of
+each output, bounded by 2 x the node's inference time + 10 ms of transport. Prints the figures
+and writes them to bench/soak.md (bench/soak-<rate>hz.md for other rates).
 
     .venv/bin/python tools/soak.py [--minutes 10] [--rate 30] [--model PATH] [--imgsz 320]
 """
@@ -28,36 +29,18 @@ os.environ.setdefault('YOLO_OFFLINE', '1')
 import numpy as np  # noqa: E402
 import psutil  # noqa: E402
 import rclpy  # noqa: E402
+from diagnostic_msgs.msg import DiagnosticArray  # noqa: E402, I100
 from rclpy.executors import SingleThreadedExecutor  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench import load_average, machine, prepare_video, REPO, TRAINED  # noqa: E402, I100
 from demo import OutputRecorder  # noqa: E402
+from processes import start, wait_for  # noqa: E402
 from segtrack_ros.transport import apply_large_data_profile  # noqa: E402
 
-BIN = Path(sys.executable).parent
 NAMESPACE = '/soak'
 WARM_UP_SECONDS = 60.0
-
-
-def start(executable, log, **parameters):
-    """Start one of the package's executables in the soak namespace, its output to `log`."""
-    import subprocess
-
-    command = [str(BIN / executable), '--ros-args', '-r', f'__ns:={NAMESPACE}']
-    for name, value in parameters.items():
-        command += ['-p', f'{name}:={value}']
-    return subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)
-
-
-def wait_for(predicate, timeout):
-    """Poll until `predicate()` holds; False on timeout."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(0.1)
-    return False
+TRANSPORT_MS = 10.0  # allowance for two DDS hops of a 768x576 image, as in the bench target
 
 
 def soak(args, model, log_dir):
@@ -66,12 +49,15 @@ def soak(args, model, log_dir):
     rclpy.init()
     probe = rclpy.create_node('segtrack_soak')
     recorder = OutputRecorder(probe, NAMESPACE)
+    diagnostics = []
+    probe.create_subscription(DiagnosticArray, '/diagnostics', lambda message: diagnostics.extend(
+        status for status in message.status if status.name.startswith(NAMESPACE)), 10)
     executor = SingleThreadedExecutor()
     executor.add_node(probe)
     threading.Thread(target=executor.spin, daemon=True).start()
     node_log = open(log_dir / 'soak-node.log', 'w')
     publisher_log = open(log_dir / 'soak-publisher.log', 'w')
-    node = start('segtrack_node', node_log, model=model, imgsz=args.imgsz, device='cpu',
+    node = start('segtrack_node', NAMESPACE, node_log, model=model, imgsz=args.imgsz, device='cpu',
                  mode='track', color_mode='track', trail_length=20)
     publisher = None
     samples = []
@@ -80,7 +66,7 @@ def soak(args, model, log_dir):
                         and probe.count_publishers(f'{NAMESPACE}/detections') > 0, 120):
             raise RuntimeError(f'segtrack_node did not start, see {node_log.name}')
         time.sleep(1.0)
-        publisher = start('video_publisher', publisher_log, source=args.video,
+        publisher = start('video_publisher', NAMESPACE, publisher_log, source=args.video,
                           rate=float(args.rate), loop='true')
         process = psutil.Process(node.pid)
         begin = time.monotonic()
@@ -105,11 +91,11 @@ def soak(args, model, log_dir):
         executor.shutdown()
         probe.destroy_node()
         rclpy.try_shutdown()
-    latency = recorder.latencies_ms['detections']
-    return samples, latency
+    return samples, recorder.latencies_ms, [
+        {pair.key: float(pair.value) for pair in status.values} for status in diagnostics]
 
 
-def report(args, model, samples, latency, loads, description):
+def report(args, model, samples, latencies, diagnostics, loads, description):
     """Render the figures as markdown."""
     seconds = np.array([s[0] for s in samples])
     rss = np.array([s[1] for s in samples])
@@ -118,11 +104,19 @@ def report(args, model, samples, latency, loads, description):
     drift = (end_mb - start_mb) / start_mb * 100
     slope = np.polyfit(seconds[warm] / 60, rss[warm], 1)[0] if warm.sum() > 2 else 0.0
     processed = samples[-1][2]
-    p50, p95, p99 = np.percentile(latency, [50, 95, 99]) if latency else (0, 0, 0)
     verdict = 'PASS' if abs(drift) <= 5 else 'FAIL'
+    last = diagnostics[-1]
+    inference = float(np.median([d['inference_ms'] for d in diagnostics if d['inference_ms']]))
+    bound = 2 * inference + TRANSPORT_MS
     every_minute = samples[::max(1, round(60 / args.interval))]
     minute_rows = '\n'.join(f'| {s / 60:.1f} | {r:.0f} | {n} |' for s, r, n in every_minute)
-    return f"""# segtrack_ros soak: node RSS over {args.minutes:g} minutes at {args.rate:g} Hz
+
+    def latency_row(topic):
+        p50, p95, p99 = np.percentile(latencies[topic], [50, 95, 99])
+        return (f'| `{topic}` | {p50:.0f} / {p95:.0f} / {p99:.0f} ms | {bound:.0f} ms | '
+                f'{"PASS" if p99 <= bound else "FAIL"} |')
+
+    return f"""# segtrack_ros soak: the node over {args.minutes:g} minutes at {args.rate:g} Hz
 
 Command: `make soak` (`tools/soak.py --minutes {args.minutes:g} --rate {args.rate:g}`).
 Machine: {description}. Load average before / after: {' / '.join(loads)}.
@@ -132,12 +126,22 @@ Machine: {description}. Load average before / after: {' / '.join(loads)}.
 frames); one subscriber takes all five outputs. RSS of the node sampled every {args.interval:g} s;
 the first {WARM_UP_SECONDS:.0f} s are warm-up.
 
-| RSS after warm-up | RSS at the end | peak | drift | trend after warm-up | \
-frames processed | latency p50/p95/p99 (detections) |
-|---:|---:|---:|---:|---:|---:|---:|
+| RSS after warm-up | RSS at the end | peak | drift | trend after warm-up |
+|---:|---:|---:|---:|---:|
 | {start_mb:.0f} MB | {end_mb:.0f} MB | {rss.max():.0f} MB | \
-{drift:+.1f} % ({verdict}, target ±5 %) | {slope:+.2f} MB/min | \
-{processed} ({processed / seconds[-1]:.1f} fps) | {p50:.0f}/{p95:.0f}/{p99:.0f} ms |
+{drift:+.1f} % ({verdict}, target ±5 %) | {slope:+.2f} MB/min |
+
+From the node's /diagnostics at the end: {last['received']:.0f} frames received
+({last['received'] / seconds[-1]:.0f} Hz), {last['dropped']:.0f} dropped as the model was busy
+({last['dropped'] / last['received']:.0%}),
+{last['bad_inputs']:.0f} bad inputs, {last['errors']:.0f} errors; inference {inference:.1f} ms a
+frame (median of the 5 s means). Outputs received here: {processed}
+({processed / seconds[-1]:.1f} fps).
+
+| output | latency p50 / p95 / p99 | bound: 2 × inference + {TRANSPORT_MS:.0f} ms | p99 within |
+|---|---:|---:|---|
+{latency_row('detections')}
+{latency_row('annotated_image/compressed')}
 
 RSS each minute:
 
@@ -167,9 +171,9 @@ def main():
     log_dir.mkdir(parents=True, exist_ok=True)
     print(f'soak: {args.minutes:g} min of segtrack_node ({Path(model).name} @{args.imgsz}) at '
           f'{args.rate:g} Hz', flush=True)
-    samples, latency = soak(args, model, log_dir)
+    samples, latencies, diagnostics = soak(args, model, log_dir)
     loads.append(load_average())
-    text = report(args, model, samples, latency, loads, description)
+    text = report(args, model, samples, latencies, diagnostics, loads, description)
     print('\n' + text)
     output.parent.mkdir(parents=True, exist_ok=True)
     output.write_text(text)
