@@ -279,9 +279,8 @@ class SegTrackNode(Node):
 
     def _infer_loop(self):
         while (serialized := self._pending.take()) is not None:
-            message = deserialize_message(serialized, self._input_type)
             try:
-                frame = self._decode(message)
+                header, frame = self._decode(serialized)
             except image_codec.ImageDecodeError as error:
                 self.stats.count('bad_inputs')
                 self.get_logger().warning(f'bad input image skipped: {error}',
@@ -291,7 +290,7 @@ class SegTrackNode(Node):
                 with self._lock:
                     if self._changed.is_set():
                         self._apply_changes()
-                    self._reset_on_time_jump(message.header.stamp)
+                    self._reset_on_time_jump(header.stamp)
                     start = time.perf_counter()
                     detections = self._segmenter.process(frame, STREAM)
                 inference_ms = (time.perf_counter() - start) * 1000
@@ -301,9 +300,9 @@ class SegTrackNode(Node):
                                         throttle_duration_sec=THROTTLE_SECONDS)
                 continue
             if self._overlap_publishing:
-                self._outputs.put((message.header, frame, detections, inference_ms))
+                self._outputs.put((header, frame, detections, inference_ms))
             else:
-                self._publish_frame(message.header, frame, detections, inference_ms)
+                self._publish_frame(header, frame, detections, inference_ms)
 
     def _publish_loop(self):
         while (item := self._outputs.get()) is not None:
@@ -321,10 +320,15 @@ class SegTrackNode(Node):
         latency_ms = (self.get_clock().now().nanoseconds * 1e-9 - stamp) * 1000
         self.stats.processed(inference_ms, latency_ms)
 
-    def _decode(self, message):
+    def _decode(self, serialized):
+        """Return the header and the BGR frame of a serialized camera message."""
+        try:
+            message = deserialize_message(serialized, self._input_type)
+        except Exception as error:  # rclpy names no type; DDS delivered bytes of another type
+            raise image_codec.ImageDecodeError(f'cannot deserialize: {error}') from error
         if isinstance(message, CompressedImage):
-            return image_codec.decode_compressed(message)
-        return image_codec.decode_image(message)
+            return message.header, image_codec.decode_compressed(message)
+        return message.header, image_codec.decode_image(message)
 
     def _reset_on_time_jump(self, stamp):
         stamp = (stamp.sec, stamp.nanosec)

@@ -131,12 +131,11 @@ the first {WARM_UP_SECONDS:.0f} s are warm-up.
 | {start_mb:.0f} MB | {end_mb:.0f} MB | {rss.max():.0f} MB | \
 {drift:+.1f} % ({verdict}, target ±5 %) | {slope:+.2f} MB/min |
 
-From the node's /diagnostics at the end: {last['received']:.0f} frames received
-({last['received'] / seconds[-1]:.0f} Hz), {last['dropped']:.0f} dropped as the model was busy
-({last['dropped'] / last['received']:.0%}),
-{last['bad_inputs']:.0f} bad inputs, {last['errors']:.0f} errors; inference {inference:.1f} ms a
-frame (median of the 5 s means). Outputs received here: {processed}
-({processed / seconds[-1]:.1f} fps).
+From the node's /diagnostics at the end: {last['received']:.0f} frames received \
+({last['received'] / seconds[-1]:.0f} Hz), {last['dropped']:.0f} dropped as the model was busy \
+({last['dropped'] / last['received']:.0%}), {last['bad_inputs']:.0f} bad inputs, \
+{last['errors']:.0f} errors; inference {inference:.1f} ms a frame (median of the 5 s means). \
+Outputs received here: {processed} ({processed / seconds[-1]:.1f} fps).
 
 | output | latency p50 / p95 / p99 | bound: 2 × inference + {TRANSPORT_MS:.0f} ms | p99 within |
 |---|---:|---:|---|
