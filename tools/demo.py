@@ -13,7 +13,6 @@ import argparse
 import os
 from pathlib import Path
 import random
-import signal
 import sys
 import threading
 import time
@@ -33,7 +32,7 @@ from sensor_msgs.msg import CompressedImage, Image  # noqa: E402
 from vision_msgs.msg import Detection2DArray  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from processes import start, wait_for  # noqa: E402, I100
+from processes import start, stop, wait_for  # noqa: E402, I100
 
 REPO = Path(__file__).resolve().parent.parent
 NAMESPACE = '/demo'
@@ -125,10 +124,7 @@ def main():
         time.sleep(1.0)  # the last frames' outputs
         seconds = time.monotonic() - start_time
     finally:
-        for process in (publisher, segtrack):
-            if process is not None and process.poll() is None:
-                process.send_signal(signal.SIGINT)
-                process.wait(timeout=10)
+        stop(publisher, segtrack)
         recorder.close()
         probe.destroy_node()
         rclpy.try_shutdown()

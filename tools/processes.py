@@ -1,6 +1,7 @@
 """Start the package's executables and wait on the ROS graph: for the demo, bench and soak."""
 
 from pathlib import Path
+import signal
 import subprocess
 import sys
 import time
@@ -24,3 +25,11 @@ def wait_for(predicate, timeout):
             return True
         time.sleep(0.1)
     return False
+
+
+def stop(*processes, timeout=15.0):
+    """Interrupt the processes still running (None is skipped) and wait for each to end."""
+    for process in processes:
+        if process is not None and process.poll() is None:
+            process.send_signal(signal.SIGINT)
+            process.wait(timeout=timeout)

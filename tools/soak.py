@@ -17,7 +17,6 @@ import argparse
 import os
 from pathlib import Path
 import random
-import signal
 import sys
 import threading
 import time
@@ -35,7 +34,7 @@ from rclpy.executors import SingleThreadedExecutor  # noqa: E402
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench import load_average, machine, prepare_video, REPO, TRAINED  # noqa: E402, I100
 from demo import OutputRecorder  # noqa: E402
-from processes import start, wait_for  # noqa: E402
+from processes import start, stop, wait_for  # noqa: E402
 from segtrack_ros.transport import apply_large_data_profile  # noqa: E402
 
 NAMESPACE = '/soak'
@@ -82,10 +81,7 @@ def soak(args, model, log_dir):
                       f'{outputs} frames processed', flush=True)
             time.sleep(args.interval)
     finally:
-        for process in (publisher, node):
-            if process is not None and process.poll() is None:
-                process.send_signal(signal.SIGINT)
-                process.wait(timeout=15)
+        stop(publisher, node)
         node_log.close()
         publisher_log.close()
         executor.shutdown()
