@@ -275,7 +275,7 @@ class SegTrackNode(Node):
         self._segmenter.reset(STREAM)
         self._renderer.reset()
 
-    # -- the two worker threads ----------------------------------------------------------------
+    # -- the worker threads: inference, and publishing when it overlaps ------------------------
 
     def _infer_loop(self):
         while (serialized := self._pending.take()) is not None:

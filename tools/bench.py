@@ -341,7 +341,7 @@ def run_node(model, imgsz, mode, rate, video, frames, index):
                 _, node_usage = _reap(node, 15)
             executor.shutdown()
             probe.destroy_node()
-    figures = _diagnostic_values(diagnostics[-1]) if diagnostics else {}
+    figures = diagnostic_values(diagnostics[-1]) if diagnostics else {}
     published = int(figures.get('received', 0)) if loop else _published_count(
         pub_log_path.read_text(), frames)
     arrivals = recorder.arrivals['detections']
@@ -392,7 +392,8 @@ def _percentiles(values):
     return [float(v) for v in np.percentile(values, [50, 95, 99])] if values else None
 
 
-def _diagnostic_values(status):
+def diagnostic_values(status):
+    """Return the numeric key/values of a node's DiagnosticStatus as a dict of floats."""
     values = {}
     for pair in status.values:
         try:

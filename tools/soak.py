@@ -32,7 +32,8 @@ from diagnostic_msgs.msg import DiagnosticArray  # noqa: E402, I100
 from rclpy.executors import SingleThreadedExecutor  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench import load_average, machine, prepare_video, REPO, TRAINED  # noqa: E402, I100
+from bench import (diagnostic_values, load_average, machine,  # noqa: E402, I100
+                   prepare_video, REPO, TRAINED)
 from demo import OutputRecorder  # noqa: E402
 from processes import start, stop, wait_for  # noqa: E402
 from segtrack_ros.transport import apply_large_data_profile  # noqa: E402
@@ -87,8 +88,7 @@ def soak(args, model, log_dir):
         executor.shutdown()
         probe.destroy_node()
         rclpy.try_shutdown()
-    return samples, recorder.latencies_ms, [
-        {pair.key: float(pair.value) for pair in status.values} for status in diagnostics]
+    return samples, recorder.latencies_ms, [diagnostic_values(status) for status in diagnostics]
 
 
 def report(args, model, samples, latencies, diagnostics, loads, description):
