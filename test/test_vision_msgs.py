@@ -17,15 +17,15 @@ import time
 import pytest  # noqa: E402
 import rclpy  # noqa: E402
 from rclpy.executors import SingleThreadedExecutor  # noqa: E402
-from rclpy.qos import QoSProfile, ReliabilityPolicy  # noqa: E402
+from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy  # noqa: E402
 from rclpy.serialization import deserialize_message, serialize_message  # noqa: E402
 from rosidl_parser import definition  # noqa: E402
 
 try:
     import vision_msgs
     from vision_msgs.msg import (
-        BoundingBox2D, Detection2D, Detection2DArray, ObjectHypothesis, ObjectHypothesisWithPose,
-        Point2D, Pose2D,
+        BoundingBox2D, Detection2D, Detection2DArray, LabelInfo, ObjectHypothesis,
+        ObjectHypothesisWithPose, Point2D, Pose2D, VisionClass,
     )
 except ImportError as error:  # pragma: no cover - explains the usual cause
     pytest.fail(
@@ -66,6 +66,15 @@ EXPECTED_FIELDS = {
         ('x', 'double'),
         ('y', 'double'),
     ],
+    LabelInfo: [
+        ('header', 'std_msgs/Header'),
+        ('class_map', 'sequence<vision_msgs/VisionClass>'),
+        ('threshold', 'float'),
+    ],
+    VisionClass: [
+        ('class_id', 'uint16'),
+        ('class_name', 'string'),
+    ],
 }
 
 # RIHS01 type hashes of upstream vision_msgs 4.1.1 (computed by rosidl from upstream's .msg files
@@ -79,6 +88,8 @@ UPSTREAM_TYPE_HASHES = {
         'RIHS01_41c12344c0396c48b81df12467c192d99b2a0eb1463c5c37194e4223251c80bc',
     'Point2D': 'RIHS01_eab0e83f44ab4de92ceaf76dd7d0e7638f2bdd1d16ffbe16c7a136c48e407247',
     'Pose2D': 'RIHS01_b0b5d1d7b4c20dd4fcde3ed1d4b289a919290572007d67a97043814db25d3648',
+    'LabelInfo': 'RIHS01_3d37df4015cdf660cc851c51897f2acd957e1ca6205ba0a99aebffb9406b0783',
+    'VisionClass': 'RIHS01_1e4a11f0fed50b5623cb8ff26ca0e37952a48a9c074d16f804b44e9164c2037a',
 }
 
 TOPIC = 'segtrack_test_detections'
@@ -168,7 +179,7 @@ def _assert_intact(received, sent):
     assert received == sent
 
 
-def _receive(executor, inbox, publish=None):
+def _receive(executor, inbox, publish=None, topic=TOPIC):
     """Spin until a message arrives in inbox (publishing with publish() meanwhile)."""
     deadline = time.monotonic() + TIMEOUT_S
     next_publish = 0.0
@@ -177,7 +188,7 @@ def _receive(executor, inbox, publish=None):
             publish()
             next_publish = time.monotonic() + 0.1
         executor.spin_once(timeout_sec=0.05)
-    assert inbox, f'no Detection2DArray received on /{TOPIC} within {TIMEOUT_S} s'
+    assert inbox, f'nothing received on /{topic} within {TIMEOUT_S} s'
     return inbox[0]
 
 
@@ -255,3 +266,32 @@ def test_detection_array_from_another_process():
     finally:
         child.kill()
         child.wait(timeout=10)
+
+
+def test_label_info_reaches_a_late_subscriber():
+    """A LabelInfo published once, transient local, reaches a subscriber created afterwards."""
+    sent = LabelInfo(threshold=0.25)
+    sent.header.frame_id = 'camera_optical'
+    sent.class_map = [VisionClass(class_id=1, class_name='person'),
+                      VisionClass(class_id=65535, class_name='café')]
+    latched = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE,
+                         durability=DurabilityPolicy.TRANSIENT_LOCAL)
+    topic = 'segtrack_test_label_info'
+    rclpy.init()
+    try:
+        talker = rclpy.create_node('segtrack_test_label_talker')
+        talker.create_publisher(LabelInfo, topic, latched).publish(sent)
+        listener = rclpy.create_node('segtrack_test_label_listener')
+        inbox = []
+        listener.create_subscription(LabelInfo, topic, inbox.append, latched)
+        executor = SingleThreadedExecutor()
+        executor.add_node(talker)
+        executor.add_node(listener)
+        received = _receive(executor, inbox, topic=topic)
+        executor.shutdown()
+    finally:
+        rclpy.try_shutdown()
+    assert received == sent
+    assert [(c.class_id, c.class_name) for c in received.class_map] == [
+        (1, 'person'), (65535, 'café')]
+    assert received.threshold == 0.25
