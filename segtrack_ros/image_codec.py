@@ -3,7 +3,9 @@ Conversion between sensor_msgs images and numpy arrays, without rclpy.
 
 This module owns the checks on incoming Image and CompressedImage messages (ImageDecodeError is
 the one error for a bad message), their decoding to H x W x 3 uint8 BGR arrays, and the building
-of outgoing Image and CompressedImage messages from arrays.
+of outgoing Image and CompressedImage messages from arrays. Decoding is bounded: an image that
+declares more than `max_pixels` pixels (in its fields, or in its JPEG or PNG header) is refused
+before anything is allocated for it.
 
 Colour conversions of 8-bit encodings go through cv_bridge when it is importable and through
 rosbags.image otherwise. This module handles row padding itself (rosbags.image ignores `step`),
@@ -13,6 +15,7 @@ mono16/16UC1 (scaled to 8 bits by `>> 8`) and 32FC1 (finite range scaled to 0..2
 """
 
 import array
+import re
 
 import cv2
 import numpy as np
@@ -56,38 +59,60 @@ _OUTPUT_LAYOUTS = {
 # image_transport form '<encoding>; compressed <encoding>' names no codec: the bytes tell).
 _COMPRESSED_FORMAT_WORDS = ('jpeg', 'jpg', 'png', '; compressed ')
 
+# Default largest image decoded, in pixels: 8K UHD. The node's parameter max_input_pixels.
+DEFAULT_MAX_PIXELS = 7680 * 4320
+
+_PNG_SIGNATURE = b'\x89PNG\r\n\x1a\n'
+# JPEG frame headers (SOF0..SOF15; 0xc4, 0xc8 and 0xcc are DHT, JPG and DAC) and the markers
+# that stand alone, without a length (TEM, RST0..RST7).
+_JPEG_SOF_MARKERS = frozenset(range(0xc0, 0xd0)) - {0xc4, 0xc8, 0xcc}
+_JPEG_STANDALONE_MARKERS = frozenset({0x01, *range(0xd0, 0xd8)})
+# SOI, EOI and SOS: libjpeg fails when one of them comes before the frame header.
+_JPEG_MARKERS_BEFORE_FRAME_FAIL = {0xd8: 'SOI', 0xd9: 'EOI', 0xda: 'SOS'}
+# A marker as libjpeg finds one: one or more 0xff, then the marker byte. Bytes before it are
+# skipped, as libjpeg skips them (with a warning), and 0xff 0x00 is no marker.
+_JPEG_MARKER = re.compile(rb'\xff+([^\xff])')
+
 
 class ImageDecodeError(ValueError):
     """An image message that cannot be decoded; the message names the problem and the value."""
 
 
-def decode_image(msg):
+class _CorruptHeader(Exception):
+    """A PNG or JPEG header that cannot be read; the message says what is wrong."""
+
+
+def decode_image(msg, max_pixels=DEFAULT_MAX_PIXELS):
     """
     Decode a sensor_msgs/msg/Image to a contiguous H x W x 3 uint8 BGR array.
 
-    The layout (encoding, size, step, data length) is checked before anything is decoded, so a
-    message declaring a huge size with little data fails fast. 16-bit values become 8-bit by
-    `>> 8`; 32FC1 maps its finite range linearly onto 0..255 and non-finite values to 0. The
-    result may share memory with msg.data (bgr8 and 8UC3 without row padding).
+    The layout (encoding, size against max_pixels, step, data length) is checked from the
+    fields before the data is read, so a message declaring a huge size fails fast. 16-bit values
+    become 8-bit by `>> 8`; 32FC1 maps its finite range linearly onto 0..255 and non-finite
+    values to 0. The result may share memory with msg.data (bgr8 and 8UC3 without row padding).
 
-    Raises ImageDecodeError for any message that cannot be decoded.
+    Raises ImageDecodeError for any message that cannot be decoded or declares more than
+    max_pixels pixels.
     """
-    pixel_bytes = _checked_pixel_bytes(msg)
+    pixel_bytes = _checked_pixel_bytes(msg, max_pixels)
     if msg.encoding in _GRAY_DTYPES:
         return cv2.cvtColor(_gray_to_8bit(_gray_pixels(msg, pixel_bytes)), cv2.COLOR_GRAY2BGR)
     return np.ascontiguousarray(_library_bgr(_without_padding(msg, pixel_bytes)))
 
 
-def decode_compressed(msg):
+def decode_compressed(msg, max_pixels=DEFAULT_MAX_PIXELS):
     """
     Decode a JPEG or PNG sensor_msgs/msg/CompressedImage to an H x W x 3 uint8 BGR array.
 
     Accepts formats naming jpeg, jpg or png ('jpeg', 'bgr8; jpeg compressed bgr8') and the
     image_transport form without a codec name ('rgb8; compressed bgr8'); compressedDepth is
-    refused. Grayscale and alpha images become BGR; EXIF orientation is ignored, so the array is
-    the transmitted frame.
+    refused. The data must be JPEG or PNG (the bytes tell which, whatever the format says).
+    Its header is read first, and an image declaring more than max_pixels pixels is refused
+    without being decoded. Grayscale and alpha images become BGR; EXIF orientation is ignored,
+    so the array is the transmitted frame.
 
-    Raises ImageDecodeError for an unsupported format or empty, corrupt or truncated data.
+    Raises ImageDecodeError for an unsupported format, an image larger than max_pixels, or
+    empty, corrupt or truncated data.
     """
     fmt = msg.format.lower()
     if 'compresseddepth' in fmt or not any(word in fmt for word in _COMPRESSED_FORMAT_WORDS):
@@ -95,6 +120,8 @@ def decode_compressed(msg):
             f'unsupported compressed format {msg.format!r}; expected jpeg or png')
     if not len(msg.data):
         raise ImageDecodeError(f'compressed image ({msg.format!r}) has no data')
+    codec, width, height = _declared_size(bytes(msg.data), msg.format)
+    _check_pixel_count(f'{codec} header', width, height, max_pixels)
     try:
         bgr = cv2.imdecode(
             np.frombuffer(msg.data, np.uint8), cv2.IMREAD_COLOR | cv2.IMREAD_IGNORE_ORIENTATION)
@@ -148,7 +175,7 @@ def to_compressed_msg(bgr, header, quality=90):
     return msg
 
 
-def _checked_pixel_bytes(msg):
+def _checked_pixel_bytes(msg, max_pixels):
     """
     Return the bytes per pixel of msg's encoding after checking its layout against its data.
 
@@ -160,6 +187,7 @@ def _checked_pixel_bytes(msg):
             f'unsupported encoding {msg.encoding!r}; supported: {", ".join(sorted(_PIXEL_BYTES))}')
     if not msg.width or not msg.height:
         raise ImageDecodeError(f'empty image: width {msg.width}, height {msg.height}')
+    _check_pixel_count('raw image', msg.width, msg.height, max_pixels)
     if msg.encoding in _YUV422 and msg.width % 2:
         raise ImageDecodeError(f'{msg.encoding} needs an even width, got width {msg.width}')
     row_bytes = msg.width * pixel_bytes
@@ -170,6 +198,82 @@ def _checked_pixel_bytes(msg):
         raise ImageDecodeError(
             f'data has {len(msg.data)} bytes, expected height*step = {msg.height * msg.step}')
     return pixel_bytes
+
+
+def _check_pixel_count(source, width, height, max_pixels):
+    """Raise ImageDecodeError if width x height, as declared by source, exceeds max_pixels."""
+    if width * height > max_pixels:
+        raise ImageDecodeError(
+            f'{source} declares {width}x{height} = {width * height} pixels, more than the limit '
+            f'of {max_pixels}; raise the max_input_pixels parameter to accept it')
+
+
+def _declared_size(data, fmt):
+    """
+    Return (codec, width, height) as the PNG or JPEG header of data declares them.
+
+    Nothing is decoded. Pillow's Image.open (installed with ultralytics) also reads headers
+    lazily, but it is not used: it enforces a decompression-bomb limit of its own, global to the
+    process (PIL.Image.MAX_IMAGE_PIXELS, which ultralytics sets to None in places), raising
+    DecompressionBombError above twice that with the size only in its message text and warning
+    below -- for the very images this check must measure -- and it parses more than the size
+    (EXIF, ICC profiles, MPO frames). The two headers need little: PNG's first chunk is IHDR;
+    JPEG's frame header (SOFn) is found by walking the marker segments as libjpeg does, so a
+    thumbnail inside an APPn segment is skipped like libjpeg skips it.
+
+    Raises ImageDecodeError when data is neither PNG nor JPEG or its header is corrupt or
+    truncated.
+    """
+    try:
+        if data.startswith(_PNG_SIGNATURE):
+            return ('PNG', *_png_size(data))
+        if data.startswith(b'\xff\xd8'):
+            return ('JPEG', *_jpeg_size(data))
+    except _CorruptHeader as error:
+        raise ImageDecodeError(
+            f'cannot decode {len(data)} bytes of {fmt!r} data: corrupt or truncated header '
+            f'({error})') from None
+    raise ImageDecodeError(
+        f'cannot decode {len(data)} bytes of {fmt!r} data: neither PNG nor JPEG '
+        f'(starts with {data[:8].hex(" ")})')
+
+
+def _png_size(data):
+    """Return (width, height) from the IHDR chunk that follows the PNG signature."""
+    ihdr = data[8:24]
+    if len(ihdr) < 16 or ihdr[4:8] != b'IHDR':
+        raise _CorruptHeader('PNG without an IHDR chunk after its signature')
+    width, height = int.from_bytes(ihdr[8:12], 'big'), int.from_bytes(ihdr[12:16], 'big')
+    if not width or not height:
+        raise _CorruptHeader(f'PNG IHDR declares {width}x{height}')
+    return width, height
+
+
+def _jpeg_size(data):
+    """Return (width, height) from the frame header (SOFn) of a JPEG whose SOI was checked."""
+    position = 2
+    while True:
+        found = _JPEG_MARKER.search(data, position)
+        if found is None:
+            raise _CorruptHeader('JPEG without a frame header (SOFn marker)')
+        marker, position = data[found.start(1)], found.end()
+        if marker == 0 or marker in _JPEG_STANDALONE_MARKERS:
+            continue
+        if marker in _JPEG_MARKERS_BEFORE_FRAME_FAIL:
+            raise _CorruptHeader(
+                f'JPEG {_JPEG_MARKERS_BEFORE_FRAME_FAIL[marker]} marker before the frame header')
+        segment = data[position:position + 7]
+        length = int.from_bytes(segment[:2], 'big')
+        if marker in _JPEG_SOF_MARKERS:
+            if len(segment) < 7 or length < 8:
+                raise _CorruptHeader(f'JPEG frame header (SOF{marker - 0xc0}) cut short')
+            height, width = int.from_bytes(segment[3:5], 'big'), int.from_bytes(segment[5:], 'big')
+            if not width or not height:
+                raise _CorruptHeader(f'JPEG frame header declares {width}x{height}')
+            return width, height
+        if len(segment) < 2 or length < 2:
+            raise _CorruptHeader(f'JPEG segment of marker 0x{marker:02x} cut short')
+        position += length
 
 
 def _rows(msg, row_bytes):

@@ -12,7 +12,8 @@ from hypothesis import given, settings, strategies as st
 import numpy as np
 import pytest
 from segtrack_ros.image_codec import (
-    decode_compressed, decode_image, ImageDecodeError, to_compressed_msg, to_image_msg)
+    decode_compressed, decode_image, DEFAULT_MAX_PIXELS, ImageDecodeError, to_compressed_msg,
+    to_image_msg)
 from sensor_msgs.msg import CompressedImage, Image
 from std_msgs.msg import Header
 
@@ -325,7 +326,7 @@ def test_huge_declared_size_fails_fast_without_allocating():
     tracemalloc.start()
     start = time.perf_counter()
     with pytest.raises(ImageDecodeError, match='data has 100 bytes'):
-        decode_image(msg)
+        decode_image(msg, max_pixels=2**60)
     elapsed = time.perf_counter() - start
     peak = tracemalloc.get_traced_memory()[1]
     tracemalloc.stop()
@@ -382,14 +383,20 @@ def test_to_compressed_msg_quality_changes_size():
     assert len(low.data) < len(high.data)
 
 
+PNG_SIGNATURE = b'\x89PNG\r\n\x1a\n'
+
+
+def png_chunk(kind, payload):
+    """Return a PNG chunk: length, type, payload and CRC."""
+    return (struct.pack('>I', len(payload)) + kind + payload
+            + struct.pack('>I', zlib.crc32(kind + payload)))
+
+
 def _png_header_only(width, height):
     """Return a PNG whose IHDR declares width x height with almost no image data."""
-    def chunk(kind, payload):
-        return (struct.pack('>I', len(payload)) + kind + payload
-                + struct.pack('>I', zlib.crc32(kind + payload)))
     ihdr = struct.pack('>IIBBBBB', width, height, 8, 2, 0, 0, 0)
-    return (b'\x89PNG\r\n\x1a\n' + chunk(b'IHDR', ihdr)
-            + chunk(b'IDAT', zlib.compress(bytes(10))) + chunk(b'IEND', b''))
+    return (PNG_SIGNATURE + png_chunk(b'IHDR', ihdr)
+            + png_chunk(b'IDAT', zlib.compress(bytes(10))) + png_chunk(b'IEND', b''))
 
 
 JPEG = encode('.jpg', smooth_bgr())
@@ -403,8 +410,8 @@ PNG = encode('.png', smooth_bgr())
     (compressed('jpeg', JPEG[:len(JPEG) // 2]), 'corrupt or truncated'),
     (compressed('jpeg', JPEG[:-2]), 'corrupt or truncated'),
     (compressed('png', PNG[:len(PNG) // 2]), 'corrupt or truncated'),
-    (compressed('png', _png_header_only(60000, 60000)), "cannot decode 'png' data"),
-    (compressed('png', _png_header_only(30000, 30000)), 'corrupt or truncated'),
+    (compressed('png', _png_header_only(30000, 30000)), 'declares 30000x30000'),
+    (compressed('png', encode('.bmp', BGR)), "'png' data: neither PNG nor JPEG"),
     (compressed('tiff', PNG), "unsupported compressed format 'tiff'"),
     (compressed('', PNG), "unsupported compressed format ''"),
     (compressed('16UC1; compressedDepth png', PNG), 'unsupported compressed format'),
@@ -412,6 +419,169 @@ PNG = encode('.png', smooth_bgr())
 def test_bad_compressed_raises_helpful_error(msg, match):
     with pytest.raises(ImageDecodeError, match=match):
         decode_compressed(msg)
+
+
+def test_opencv_refusal_is_a_decode_error():
+    # OpenCV refuses more than 2**30 pixels itself; reached only with a higher limit here.
+    with pytest.raises(ImageDecodeError, match="cannot decode 'png' data"):
+        decode_compressed(compressed('png', _png_header_only(60000, 60000)), max_pixels=2**40)
+
+
+# ---- bounded inputs: sizes are read from the fields or the header, before decoding ----
+
+LIMIT_MESSAGE = ('declares 20000x20000 = 400000000 pixels, more than the limit of 33177600; '
+                 'raise the max_input_pixels parameter to accept it')
+
+
+def test_default_limit_is_8k_uhd():
+    assert DEFAULT_MAX_PIXELS == 7680 * 4320 == 33177600
+
+
+def gray_png(width, height):
+    """Return a valid, fully decodable all-black 8-bit grayscale PNG, compressed row by row."""
+    compressor = zlib.compressobj(1)
+    row = bytes(width + 1)  # filter type 0, then black pixels
+    idat = [compressor.compress(row * 500) for _ in range(height // 500)]
+    idat += [compressor.compress(row * (height % 500)), compressor.flush()]
+    ihdr = struct.pack('>IIBBBBB', width, height, 8, 0, 0, 0, 0)
+    return (PNG_SIGNATURE + png_chunk(b'IHDR', ihdr) + png_chunk(b'IDAT', b''.join(idat))
+            + png_chunk(b'IEND', b''))
+
+
+def test_gray_png_is_a_real_png():
+    decoded = decode_compressed(compressed('png', gray_png(30, 1001)))
+    np.testing.assert_array_equal(decoded, np.zeros((1001, 30, 3), np.uint8))
+
+
+# Decodes the PNG on stdin in a fresh process; prints the error on stderr, and on stdout the
+# growth of the peak RSS in MiB and the time taken in seconds.
+_DECODE_IN_CHILD = """
+import resource, sys, time
+from sensor_msgs.msg import CompressedImage
+from segtrack_ros.image_codec import decode_compressed, ImageDecodeError
+msg = CompressedImage(format='png')
+msg.data = sys.stdin.buffer.read()
+before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+start = time.perf_counter()
+try:
+    decode_compressed(msg)
+except ImageDecodeError as error:
+    print(error, file=sys.stderr)
+elapsed = time.perf_counter() - start
+print((resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) / 1024, elapsed)
+"""
+
+
+def test_real_20000_square_png_is_refused_without_decoding():
+    # cv2.imdecode of this PNG took 9 s and 2.3 GB more peak RSS here.
+    run = subprocess.run([sys.executable, '-c', _DECODE_IN_CHILD], input=gray_png(20000, 20000),
+                         capture_output=True, check=True)
+    assert run.stderr.decode().strip() == 'PNG header ' + LIMIT_MESSAGE
+    rss_growth_mib, seconds = map(float, run.stdout.split())
+    assert rss_growth_mib < 50
+    assert seconds < 0.1
+
+
+def test_png_declaring_20000_square_is_refused():
+    with pytest.raises(ImageDecodeError, match='PNG header ' + LIMIT_MESSAGE):
+        decode_compressed(compressed('png', _png_header_only(20000, 20000)))
+
+
+def jpeg_declaring(width, height, jpeg=None):
+    """Return a baseline JPEG from OpenCV with its frame header changed to width x height."""
+    jpeg = JPEG if jpeg is None else jpeg
+    sof = jpeg.index(b'\xff\xc0')
+    return jpeg[:sof + 5] + struct.pack('>HH', height, width) + jpeg[sof + 9:]
+
+
+def app1(payload):
+    """Return a JPEG APP1 segment (the one EXIF uses) holding payload."""
+    return b'\xff\xe1' + struct.pack('>H', len(payload) + 2) + payload
+
+
+def test_jpeg_declaring_a_huge_size_is_refused():
+    with pytest.raises(ImageDecodeError, match='JPEG header ' + LIMIT_MESSAGE):
+        decode_compressed(compressed('jpeg', jpeg_declaring(20000, 20000)))
+    with pytest.raises(ImageDecodeError, match='declares 65535x65535 = 4294836225 pixels'):
+        decode_compressed(compressed('jpeg', jpeg_declaring(65535, 65535)))
+
+
+def test_jpeg_size_is_the_frame_not_an_embedded_thumbnail():
+    # An EXIF thumbnail is a whole JPEG inside APP1: its frame header is not the image's.
+    thumbnail = app1(b'Exif\0\0' + encode('.jpg', smooth_bgr(8, 8)))
+    huge = jpeg_declaring(20000, 20000)
+    with pytest.raises(ImageDecodeError, match='JPEG header ' + LIMIT_MESSAGE):
+        decode_compressed(compressed('jpeg', huge[:2] + thumbnail + huge[2:]))
+    huge_thumbnail = app1(b'Exif\0\0' + jpeg_declaring(20000, 20000))
+    assert_bgr(decode_compressed(compressed('jpeg', JPEG[:2] + huge_thumbnail + JPEG[2:])), 48, 64)
+
+
+def test_jpeg_header_is_walked_as_libjpeg_walks_it():
+    # Stray bytes between segments (libjpeg warns and skips them), a stuffed 0xff 0x00, a restart
+    # marker without a length and fill bytes before a marker: the frame is still found.
+    sof = JPEG.index(b'\xff\xc0')
+    odd = JPEG[:sof] + b'\x12\x34\xff\x00\xff\xd3\xff\xff' + JPEG[sof:]
+    assert_bgr(decode_compressed(compressed('jpeg', odd)), 48, 64)
+    with pytest.raises(ImageDecodeError, match='JPEG header ' + LIMIT_MESSAGE):
+        decode_compressed(compressed('jpeg', jpeg_declaring(20000, 20000, odd)))
+
+
+@pytest.mark.parametrize('width, height', [(20000, 20000), (2**32 - 1, 2**32 - 1), (1, 33177601)])
+def test_raw_image_declaring_a_huge_size_is_refused_by_its_fields(width, height):
+    msg = raw_message('bgr8', height, width, 3 * width, 0)  # no data: it is never looked at
+    start = time.perf_counter()
+    with pytest.raises(ImageDecodeError, match=(
+            f'^raw image declares {width}x{height} = {width * height} pixels, more than the '
+            'limit of 33177600; raise the max_input_pixels parameter to accept it$')):
+        decode_image(msg)
+    assert time.perf_counter() - start < 0.01
+
+
+def test_raw_image_at_the_limit_is_decoded_and_one_more_pixel_refused():
+    pixels = RNG.integers(0, 256, (7, 9, 3), dtype=np.uint8)
+    msg = make_image('bgr8', pixels)
+    np.testing.assert_array_equal(decode_image(msg, max_pixels=63), pixels)
+    with pytest.raises(ImageDecodeError, match='9x7 = 63 pixels, more than the limit of 62;'):
+        decode_image(msg, max_pixels=62)
+
+
+@pytest.mark.parametrize('ext', ['.png', '.jpg'])
+def test_compressed_image_at_the_limit_is_decoded_and_one_more_pixel_refused(ext):
+    msg = compressed(ext[1:], encode(ext, smooth_bgr(48, 64)))
+    assert_bgr(decode_compressed(msg, max_pixels=48 * 64), 48, 64)
+    with pytest.raises(ImageDecodeError, match='64x48 = 3072 pixels, more than the limit of 30'):
+        decode_compressed(msg, max_pixels=3071)
+
+
+@pytest.mark.parametrize('width, height', [(7680, 4320), (4320, 7680)])
+def test_default_limit_lets_8k_headers_through_to_the_decoder(width, height):
+    # The PNG header passes; then libpng finds no image data behind it.
+    with pytest.raises(ImageDecodeError, match='corrupt or truncated$'):
+        decode_compressed(compressed('png', _png_header_only(width, height)))
+    # libjpeg fills the missing rest of a JPEG in grey: a few KB become the whole frame.
+    assert_bgr(decode_compressed(compressed('jpeg', jpeg_declaring(width, height))), height, width)
+
+
+@pytest.mark.parametrize('data, problem', [
+    (PNG_SIGNATURE, 'PNG without an IHDR chunk'),
+    (PNG[:20], 'PNG without an IHDR chunk'),
+    (PNG_SIGNATURE + png_chunk(b'IEND', b''), 'PNG without an IHDR chunk'),
+    (_png_header_only(0, 5), 'PNG IHDR declares 0x5'),
+    (b'\xff\xd8', 'JPEG without a frame header'),
+    (JPEG[:JPEG.index(b'\xff\xc0')], 'JPEG without a frame header'),
+    (JPEG[:JPEG.index(b'\xff\xc0') + 6], r'JPEG frame header \(SOF0\) cut short'),
+    (b'\xff\xd8\xff\xda\0\x08', 'JPEG SOS marker before the frame header'),
+    (b'\xff\xd8\xff\xd9', 'JPEG EOI marker before the frame header'),
+    (b'\xff\xd8\xff\xe0\0\x01' + JPEG[2:], 'JPEG segment of marker 0xe0 cut short'),
+    (b'\xff\xd8\xff\xe0\0', 'JPEG segment of marker 0xe0 cut short'),
+    (b'\xff\xd8\xff\xe0\xff\xff' + JPEG[2:], 'JPEG without a frame header'),
+    (jpeg_declaring(0, 480), 'JPEG frame header declares 0x480'),
+])
+def test_corrupt_header_is_a_clean_decode_error(data, problem):
+    with pytest.raises(ImageDecodeError, match=(
+            rf"^cannot decode {len(data)} bytes of 'jpeg' data: corrupt or truncated header "
+            rf'\({problem}')):
+        decode_compressed(compressed('jpeg', data))
 
 
 # ---- properties: a BGR array of the declared size, or ImageDecodeError ----
@@ -446,13 +616,15 @@ def arbitrary_images(draw):
 
 
 @settings(max_examples=300, deadline=None)
-@given(st.one_of(consistent_images(), arbitrary_images()))
-def test_decode_image_returns_bgr_or_raises_decode_error(msg):
+@given(st.one_of(consistent_images(), arbitrary_images()),
+       st.one_of(st.just(DEFAULT_MAX_PIXELS), st.integers(1, 100)))
+def test_decode_image_returns_bgr_or_raises_decode_error(msg, max_pixels):
     try:
-        decoded = decode_image(msg)
+        decoded = decode_image(msg, max_pixels)
     except ImageDecodeError:
         return
     assert_bgr(decoded, msg.height, msg.width)
+    assert msg.height * msg.width <= max_pixels
 
 
 COMPRESSED_FORMATS = ['jpeg', 'jpg', 'png', 'JPEG', 'bgr8; jpeg compressed bgr8',
@@ -480,6 +652,32 @@ def test_decode_compressed_returns_bgr_or_raises_decode_error(fmt, data):
         return
     assert decoded.ndim == 3 and decoded.shape[2] == 3
     assert decoded.dtype == np.uint8
+
+
+@st.composite
+def resized_codec_bytes(draw):
+    """Draw a JPEG or PNG whose header declares another size than its data has, and that size."""
+    width, height = draw(st.integers(1, 120)), draw(st.integers(1, 120))
+    if draw(st.booleans()):
+        return jpeg_declaring(width, height), (height, width)
+    ihdr = struct.pack('>IIBBBBB', width, height, 8, 2, 0, 0, 0)
+    assert PNG[12:16] == b'IHDR' and PNG[8:12] == struct.pack('>I', 13)
+    return PNG[:8] + png_chunk(b'IHDR', ihdr) + PNG[33:], (height, width)
+
+
+@settings(max_examples=200, deadline=None)
+@given(resized_codec_bytes(), st.integers(1, 20000))
+def test_header_size_is_the_decoded_size_and_within_the_limit(resized, max_pixels):
+    # The size read from the header is the one the decoder makes: what passes the check is
+    # exactly what gets allocated.
+    data, shape = resized
+    try:
+        decoded = decode_compressed(compressed('jpeg', data), max_pixels)
+    except ImageDecodeError as error:
+        assert shape[0] * shape[1] > max_pixels or 'corrupt or truncated' in str(error)
+        return
+    assert decoded.shape[:2] == shape
+    assert shape[0] * shape[1] <= max_pixels
 
 
 def test_module_does_not_import_rclpy():
