@@ -3,21 +3,30 @@ The node's parameters, written once: name, default, description, allowed values 
 
 The node declares them from `PARAMETERS`, `config/segtrack.yaml` is generated from it
 (`python -m segtrack_ros.params > config/segtrack.yaml`) and a test checks that the YAML, the
-README and the launch files agree with it. Imports no rclpy, so tools can read it anywhere.
+README and the launch files agree with it. Imports no rclpy, torch or ultralytics, so tools can
+read it anywhere, fast.
 """
 
 from dataclasses import dataclass
+import re
 
+from segtrack_ros.image_codec import DEFAULT_MAX_PIXELS
 from segtrack_ros.render import COLOR_MODES
 from segtrack_ros.segmenter import MODES
 
 INPUT_TRANSPORTS = ('raw', 'compressed')
 RELIABILITIES = ('best_effort', 'reliable')
+CAMERA_NAME = re.compile(r'[A-Za-z][A-Za-z0-9_]*(/[A-Za-z][A-Za-z0-9_]*)*')
 
 
 @dataclass(frozen=True)
 class ParameterSpec:
-    """One parameter: its default, what it does, what values it takes, if fixed at start."""
+    """
+    One parameter: its default, what it does, what values it takes.
+
+    `fixed` ones shape the pipeline (model, device, topics): they can be set while the node is
+    unconfigured and are refused while it is configured. `step` makes integers multiples of it.
+    """
 
     name: str
     default: object
@@ -25,16 +34,25 @@ class ParameterSpec:
     choices: tuple = ()
     low: float = None
     high: float = None
-    read_only: bool = False
+    step: int = None
+    fixed: bool = False
 
     def check(self, value):
         """Return why `value` is refused, or None when it is allowed."""
         if self.choices and value not in self.choices:
             return f'{self.name} must be one of {", ".join(self.choices)}, got {value!r}'
+        if isinstance(self.default, list):
+            if not isinstance(value, (list, tuple)):
+                return f'{self.name} must be a list, got {value!r}'
+            item_type = int if self.low is not None else str
+            if any(type(item) is not item_type for item in value):
+                return f'{self.name} must be a list of {item_type.__name__}s, got {value!r}'
         values = value if isinstance(value, (list, tuple)) else [value]
         for item in values:
             if self.low is not None and not self.low <= item <= self.high:
                 return f'{self.name} must be within [{self.low}, {self.high}], got {item!r}'
+            if self.step and (item - self.low) % self.step:
+                return f'{self.name} must be a multiple of {self.step}, got {item!r}'
         return None
 
 
@@ -42,9 +60,9 @@ PARAMETERS = (
     ParameterSpec('model', 'yolov8n-seg.pt',
                   'Model: .pt/.onnx/.engine file, OpenVINO folder, or an official name (fetched '
                   'by ultralytics when online). .pt files are pickles: load only trusted weights.',
-                  read_only=True),
+                  fixed=True),
     ParameterSpec('device', 'auto',
-                  'auto (first CUDA GPU, else CPU), cpu, cuda, cuda:N, N or mps.', read_only=True),
+                  'auto (first CUDA GPU, else CPU), cpu, cuda, cuda:N, N or mps.', fixed=True),
     ParameterSpec('mode', 'track', 'predict (segmentation) or track (segmentation + tracking).',
                   choices=MODES),
     ParameterSpec('color_mode', 'class',
@@ -56,8 +74,8 @@ PARAMETERS = (
     ParameterSpec('conf', 0.25, 'Confidence threshold.', low=0.0, high=1.0),
     ParameterSpec('iou', 0.7, 'NMS IoU threshold.', low=0.0, high=1.0),
     ParameterSpec('imgsz', 640, 'Inference size in pixels (a multiple of 32).', low=32,
-                  high=4096),
-    ParameterSpec('half', False, 'FP16 inference (CUDA only).', read_only=True),
+                  high=4096, step=32),
+    ParameterSpec('half', False, 'FP16 inference (CUDA only).', fixed=True),
     ParameterSpec('max_det', 300, 'Most instances per frame.', low=1, high=1000),
     ParameterSpec('classes', [], 'Class ids to keep; empty keeps all.', low=0, high=65534),
     ParameterSpec('retina_masks', False,
@@ -72,10 +90,19 @@ PARAMETERS = (
                   low=0, high=1000),
     ParameterSpec('input_transport', 'raw',
                   'raw: subscribe image (sensor_msgs/Image); compressed: image/compressed.',
-                  choices=INPUT_TRANSPORTS, read_only=True),
+                  choices=INPUT_TRANSPORTS, fixed=True),
     ParameterSpec('qos_reliability', 'best_effort',
                   'Reliability of the image subscription (sensor-data QoS otherwise).',
-                  choices=RELIABILITIES, read_only=True),
+                  choices=RELIABILITIES, fixed=True),
+    ParameterSpec('max_input_pixels', DEFAULT_MAX_PIXELS,
+                  'Larger input images (width x height, raw or as declared by a JPEG/PNG '
+                  'header) are bad inputs, skipped before decoding.', low=1, high=2**31 - 1),
+    ParameterSpec('cameras', [],
+                  'Camera names; camera C reads C/image and publishes C/annotated_image, ... '
+                  'Empty: one camera on image.', fixed=True),
+    ParameterSpec('autostart', True,
+                  'Configure and activate at start; false waits, unconfigured, for a lifecycle '
+                  'manager.'),
 )
 
 BY_NAME = {spec.name: spec for spec in PARAMETERS}
@@ -85,6 +112,13 @@ def check_combination(values):
     """Return why a full set of parameter values contradicts itself, or None."""
     if values['color_mode'] == 'track' and values['mode'] != 'track':
         return 'color_mode track needs mode track (predict mode has no track ids)'
+    cameras = values['cameras']
+    for name in cameras:
+        if not CAMERA_NAME.fullmatch(name):
+            return (f'cameras: {name!r} is not a relative topic name (letters, digits, _ and /, '
+                    'starting with a letter)')
+    if len(set(cameras)) != len(cameras):
+        return f'cameras: each name once, got {cameras}'
     return None
 
 
@@ -94,7 +128,8 @@ def yaml_text():
              '# segtrack_ros/params.py (python -m segtrack_ros.params > config/segtrack.yaml).',
              '/**:', '  ros__parameters:']
     for spec in PARAMETERS:
-        lines.append(f'    # {spec.description}' + (' Fixed at start.' if spec.read_only else ''))
+        lines.append(f'    # {spec.description}'
+                     + (' Read-only while configured.' if spec.fixed else ''))
         lines.append(f'    {spec.name}: {_yaml_value(spec.default)}')
     return '\n'.join(lines) + '\n'
 

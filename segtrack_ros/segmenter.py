@@ -6,7 +6,9 @@ This is the only module that calls ultralytics' model API; it returns `Detection
 
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
+import importlib.util
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 
@@ -85,9 +87,14 @@ def check_tracker(name):
     """
     Return the path of tracker config `name` (e.g. `bytetrack.yaml`, or a path to a yaml).
 
-    Raises `SegmenterError` when it cannot be found or names no known tracker type, so that a
-    bad tracker is refused up front rather than failing on every frame.
+    Raises `SegmenterError` when tracking cannot run: the `lap` package is missing (ultralytics
+    would try to install it at run time), the file cannot be found, or it names a tracker that
+    needs hooks into ultralytics' own predictor (TrackTrack, ReID), which per-stream batched
+    tracking cannot give it. Refused up front rather than failing on every frame.
     """
+    if importlib.util.find_spec('lap') is None:
+        raise SegmenterError(
+            "tracking needs the 'lap' package: pip install lap (or use mode predict)")
     from ultralytics.trackers.track import TRACKER_MAP
     from ultralytics.utils import YAML
     from ultralytics.utils.checks import check_yaml
@@ -98,10 +105,18 @@ def check_tracker(name):
     if not path:
         raise SegmenterError(
             f"tracker '{name}' not found: use bytetrack.yaml, botsort.yaml, ... or a path")
-    kind = (YAML.load(path) or {}).get('tracker_type')
+    settings = YAML.load(path) or {}
+    kind = settings.get('tracker_type')
     if kind not in TRACKER_MAP:
         raise SegmenterError(
             f"tracker '{name}': tracker_type {kind!r} is not one of {', '.join(TRACKER_MAP)}")
+    tracker_class = TRACKER_MAP[kind]
+    if (settings.get('with_reid') or hasattr(tracker_class, 'setup_predictor')
+            or hasattr(tracker_class, 'compute_frame_extras')):
+        raise SegmenterError(
+            f"tracker '{name}' ({kind}{', ReID' if settings.get('with_reid') else ''}) needs "
+            'hooks into the model that per-camera tracking cannot give it: use '
+            'bytetrack.yaml, botsort.yaml (with_reid: false), ocsort.yaml or fasttrack.yaml')
     return path
 
 
@@ -146,18 +161,21 @@ class Segmenter:
     Segment frames with a YOLO model, with per-stream multi-object tracking in track mode.
 
     Ultralytics keeps one tracker per model for numpy frames; the segmenter keeps one per stream
-    name and hands the right one to the predictor before each frame, so frames of several cameras
-    can be interleaved without mixing their tracks or ids. Not thread-safe: one caller at a time.
+    name and updates it with that stream's results, so frames of several cameras can be
+    interleaved, or inferred together as one batch, without mixing their tracks or ids. Not
+    thread-safe: one caller at a time.
 
     >>> segmenter = Segmenter(SegmenterConfig(model='shapes-seg.pt', device='cpu'))
     >>> detections = segmenter.process(frame, stream='front_camera')
+    >>> front, rear = segmenter.process_batch([frame_a, frame_b], ['front', 'rear'])
     """
 
     def __init__(self, config):
         import torch
 
         self._threads = torch.get_num_threads()  # ultralytics lowers it when it picks the device
-        check_tracker(config.tracker)
+        if config.mode == 'track':
+            check_tracker(config.tracker)
         self.config = replace(config, device=resolve_device(config.device))
         # Every torch call runs on this one thread, whichever thread calls the segmenter: the
         # OpenMP runtime (libgomp) gives each calling thread its own worker pool, and once more
@@ -184,8 +202,10 @@ class Segmenter:
         if 'device' in changes or 'model' in changes:
             raise SegmenterError('model and device are fixed once the segmenter is made')
         new = replace(self.config, **changes)
-        if new.tracker != self.config.tracker:
+        if new.mode == 'track' and (new.tracker != self.config.tracker
+                                    or self.config.mode != 'track'):
             check_tracker(new.tracker)
+        if new.tracker != self.config.tracker:
             self.reset()
         self.config = new
 
@@ -196,44 +216,86 @@ class Segmenter:
         else:
             self._trackers.pop(stream, None)
 
+    def release(self):
+        """Free the model (and its GPU memory); the segmenter cannot be used afterwards."""
+        def drop_model():
+            import torch
+
+            self._model = None
+            self._trackers.clear()
+            if torch.cuda.is_available():
+                torch.cuda.empty_cache()
+
+        self._on_torch_thread(drop_model)
+        self._torch_thread.shutdown()
+
     def process(self, frame, stream='default'):
         """Segment one BGR frame (H×W×3 uint8) and return its `Detections` at the frame's size."""
-        return self._on_torch_thread(self._process, frame, stream)
+        return self.process_batch([frame], [stream])[0]
+
+    def process_batch(self, frames, streams):
+        """
+        Segment frames of different streams as one batch; return their `Detections` in order.
+
+        `streams` names the stream of each frame (each at most once): in track mode each stream's
+        own tracker is updated with its frame's result.
+        """
+        if len(set(streams)) != len(streams):
+            raise ValueError(f'one frame per stream in a batch, got streams {list(streams)}')
+        return self._on_torch_thread(self._process, list(frames), list(streams))
 
     def _on_torch_thread(self, function, *args):
         return self._torch_thread.submit(function, *args).result()
 
-    def _process(self, frame, stream='default'):
+    def _process(self, frames, streams):
         config = self.config
         options = {
             'conf': config.conf, 'iou': config.iou, 'imgsz': config.imgsz,
             'max_det': config.max_det, 'classes': list(config.classes) or None,
-            'retina_masks': config.retina_masks, 'device': config.device,
-            'tracker': config.tracker, 'verbose': False}
+            'retina_masks': config.retina_masks, 'device': config.device, 'verbose': False}
         if config.half:
             options['quantize'] = 16
-        if config.mode == 'track':
-            self._hand_tracker_to_predictor(stream)
-            result = self._model.track(frame, persist=True, **options)[0]
-            self._trackers[stream] = self._model.predictor.trackers
-        else:
-            result = self._model.predict(frame, **options)[0]
+        results = self._model.predict(frames, **options)
+        tracked = config.mode == 'track'
+        if tracked:
+            results = self._track(results, streams)
         self._restore_threads()
-        return detections_from_result(result, tracked=config.mode == 'track')
+        return [detections_from_result(result, tracked) for result in results]
 
-    def _hand_tracker_to_predictor(self, stream):
-        predictor = self._model.predictor
-        if stream in self._trackers:
-            predictor.trackers = self._trackers[stream]
-        elif hasattr(predictor, 'trackers'):
-            del predictor.trackers  # the next track call makes a fresh tracker for this stream
+    def _track(self, results, streams):
+        """
+        Update each stream's tracker with its result, through ultralytics' own track callbacks.
+
+        Ultralytics gives a list of frames one tracker; its callbacks give a stream source one
+        tracker per frame. They run here on a stand-in predictor holding the streams' trackers,
+        so that tracking, confirmation and the tracked boxes are exactly those of `model.track`.
+        """
+        from ultralytics.trackers.track import on_predict_postprocess_end, on_predict_start
+
+        for stream in streams:
+            if stream not in self._trackers:
+                fresh = self._stand_in(batch_size=1)
+                on_predict_start(fresh)
+                self._trackers[stream] = fresh.trackers[0]
+        batch = self._stand_in(batch_size=len(results))
+        batch.trackers = [self._trackers[stream] for stream in streams]
+        batch.results = list(results)
+        on_predict_postprocess_end(batch, persist=True)
+        return batch.results
+
+    def _stand_in(self, batch_size):
+        return SimpleNamespace(
+            args=SimpleNamespace(mode='track', task='segment', tracker=self.config.tracker),
+            dataset=SimpleNamespace(mode='stream', bs=batch_size), device=self.config.device,
+            vid_path=[None] * batch_size)
 
     def _warm_up(self):
         """Run one blank frame, so that the predictor exists and a broken model fails here."""
         mode = self.config.mode
         self.config = replace(self.config, mode='predict')
         try:
-            self._process(np.zeros((self.config.imgsz, self.config.imgsz, 3), np.uint8))
+            self._process([np.zeros((self.config.imgsz, self.config.imgsz, 3), np.uint8)],
+                          ['warm-up'])
         except Exception as error:  # a model that loads but cannot run: report it at start
             raise SegmenterError(f"model '{self.config.model}' cannot run: {error}") from error
         finally:

@@ -27,6 +27,7 @@ class PipelineStats:
         self._lock = threading.Lock()
         self._received = deque()
         self._processed = deque()   # (time, inference ms, latency ms)
+        self._problems = deque()    # times of bad inputs and errors
         self.counts = {'received': 0, 'processed': 0, 'dropped': 0, 'bad_inputs': 0,
                        'errors': 0}
 
@@ -40,6 +41,8 @@ class PipelineStats:
         """One more of `dropped`, `bad_inputs` or `errors`."""
         with self._lock:
             self.counts[name] += 1
+            if name != 'dropped':
+                self._problems.append(time.monotonic())
 
     def processed(self, inference_ms, latency_ms):
         """One frame went through, with its inference time and its stamp-to-output latency."""
@@ -48,15 +51,23 @@ class PipelineStats:
             self._processed.append((time.monotonic(), inference_ms, latency_ms))
 
     def snapshot(self):
-        """Totals, plus rates and timing percentiles over the last few seconds."""
+        """
+        Totals, plus rates, timing percentiles and problems over the last few seconds.
+
+        `recent_problems` counts the bad inputs and errors of the window: a node that had one
+        an hour ago is healthy now; the totals stay as values.
+        """
         with self._lock:
             now = time.monotonic()
             while self._received and now - self._received[0] > self._window:
                 self._received.popleft()
             while self._processed and now - self._processed[0][0] > self._window:
                 self._processed.popleft()
+            while self._problems and now - self._problems[0] > self._window:
+                self._problems.popleft()
             recent = np.array(self._processed, float).reshape(-1, 3)
             figures = dict(self.counts)
+            figures['recent_problems'] = len(self._problems)
             figures['input_hz'] = len(self._received) / self._window
             figures['processed_hz'] = len(recent) / self._window
         has_recent = len(recent) > 0

@@ -1,8 +1,9 @@
 """
 `segtrack-video`: a video file or camera in, an annotated video out, no ROS needed.
 
-Reading and decoding, inference, and drawing plus encoding run in three threads joined by small
-queues, so the model is never idle waiting for I/O (torch, OpenCV and numpy release the GIL).
+The frames go through the package's frame pipeline (`segtrack_ros.pipeline`): reading and
+decoding, inference, and drawing run in three threads joined by small queues, so the model is
+never idle waiting for I/O (torch, OpenCV and numpy release the GIL); this thread writes.
 """
 
 import argparse
@@ -10,18 +11,13 @@ from contextlib import ExitStack
 from dataclasses import dataclass
 import os
 from pathlib import Path
-import queue
 import sys
-import threading
 import time
 
-from segtrack_ros.render import COLOR_MODES, RenderConfig, Renderer
+from segtrack_ros.pipeline import FramePipeline
+from segtrack_ros.render import COLOR_MODES, RenderConfig
 from segtrack_ros.segmenter import MODES, Segmenter, SegmenterConfig, SegmenterError
 from segtrack_ros.video_io import open_source, open_writer, read_frames, VideoError
-
-QUEUE_SIZE = 4
-_END = None
-
 
 class UsageError(Exception):
     """Flags that contradict each other."""
@@ -44,21 +40,6 @@ class Summary:
     def __str__(self):
         return (f'{self.frames} frames in {self.seconds:.1f} s ({self.fps:.1f} fps), '
                 f'{self.instances} instances, {self.tracks} tracks')
-
-
-class _Stage(threading.Thread):
-    """A pipeline thread that keeps its exception for the main thread to raise."""
-
-    def __init__(self, target, name):
-        super().__init__(name=name, daemon=True)
-        self._target_fn = target
-        self.error = None
-
-    def run(self):
-        try:
-            self._target_fn()
-        except Exception as error:  # handed to the main thread, which reports it
-            self.error = error
 
 
 def has_display():
@@ -116,6 +97,9 @@ def check_args(args):
     for name, value in (('--imgsz', args.imgsz), ('--max-det', args.max_det)):
         if value < 1:
             raise UsageError(f'{name} must be at least 1, got {value}')
+    if args.imgsz % 32:
+        raise UsageError(f'--imgsz must be a multiple of 32 (the model\'s stride), '
+                         f'got {args.imgsz}')
     if args.max_frames < 0 or args.trail_length < 0:
         raise UsageError('--max-frames and --trail-length cannot be negative')
 
@@ -125,8 +109,8 @@ def run(args, progress=True):
     check_args(args)
     color_by = args.color_by or ('track' if args.mode == 'track' else 'class')
     output = Path(args.output) if args.output else default_output(args.source, args.mode)
-    renderer = Renderer(RenderConfig(color_by=color_by, mask_alpha=args.mask_alpha,
-                                     trail_length=args.trail_length))
+    render_config = RenderConfig(color_by=color_by, mask_alpha=args.mask_alpha,
+                                 trail_length=args.trail_length)
     show = has_display() if args.show is None else args.show
     with ExitStack() as cleanup:  # the cheap checks (input, output) come before the model
         capture, info = open_source(args.source)
@@ -143,89 +127,47 @@ def run(args, progress=True):
             output.unlink(missing_ok=True)  # no empty video left behind
             raise
         total = min(filter(None, (info.frame_count, args.max_frames)), default=None)
-        summary = _pipeline(capture, writer, segmenter, renderer, args.max_frames, show,
-                            total if progress else False)
+        summary = _run_pipeline(capture, writer, segmenter, render_config, args.max_frames,
+                                show, total if progress else False)
     return summary, output
 
 
-def _pipeline(capture, writer, segmenter, renderer, max_frames, show, total):
+def _run_pipeline(capture, writer, segmenter, render_config, max_frames, show, total):
     from ultralytics.utils.tqdm import TQDM
 
-    frames, drawn, display = queue.Queue(QUEUE_SIZE), queue.Queue(QUEUE_SIZE), queue.Queue(1)
-    stop = threading.Event()  # set by q, an error in any stage, or the end of the input
-
-    def read():
-        try:
-            for frame in read_frames(capture, max_frames):
-                if stop.is_set():
-                    break
-                frames.put(frame)
-        finally:
-            frames.put(_END)
-
-    def draw_and_write():
-        try:
-            while (item := drawn.get()) is not _END:
-                annotated = renderer.draw(*item)
-                writer.write(annotated)
-                if show and display.empty():
-                    display.put(annotated)
-        except Exception:
-            stop.set()
-            while drawn.get() is not _END:  # keep the inference thread from blocking
-                pass
-            raise
-
-    stages = [_Stage(read, 'read'), _Stage(draw_and_write, 'draw-and-write')]
-    for stage in stages:
-        stage.start()
+    pipeline = FramePipeline(segmenter, render_config)
+    frames = (('default', frame, None) for frame in read_frames(capture, max_frames))
     summary, track_ids = Summary(), set()
     bar = TQDM(total=total, desc='segtrack', unit='frame', disable=total is False,
                file=sys.stderr)
     start = time.perf_counter()
+    results = pipeline.run_in_order(frames, wanted=('annotated_image',))
     try:
-        while not stop.is_set() and (frame := frames.get()) is not _END:
-            detections = segmenter.process(frame)
-            drawn.put((frame, detections))
+        for result in results:
+            if result.problem is not None:
+                raise VideoError(f'frame {summary.frames}: {result.problem}')
+            writer.write(result.images['annotated'])
             summary.frames += 1
-            summary.instances += len(detections)
-            if detections.tracked:
-                track_ids.update(detections.ids.tolist())
+            summary.instances += len(result.detections)
+            if result.detections.tracked:
+                track_ids.update(result.detections.ids.tolist())
             bar.update(1)
-            if show and _show(display):
-                stop.set()
+            if show and _show(result.images['annotated']):
+                break
     finally:
-        stop.set()
-        drawn.put(_END)
-        while stages[0].is_alive():  # unblock the reader if it waits on a full queue
-            _discard(frames)
-        for stage in stages:
-            stage.join()
+        results.close()
         bar.close()
     summary.seconds = time.perf_counter() - start
     summary.tracks = len(track_ids)
-    for stage in stages:
-        if stage.error:
-            raise stage.error
     return summary
 
 
-def _show(display):
-    """Show the newest annotated frame; True when the user pressed q."""
+def _show(annotated):
+    """Show an annotated frame; True when the user pressed q."""
     import cv2
 
-    try:
-        cv2.imshow('segtrack', display.get_nowait())
-    except queue.Empty:
-        pass
+    cv2.imshow('segtrack', annotated)
     return cv2.waitKey(1) & 0xFF == ord('q')
-
-
-def _discard(frames):
-    try:
-        frames.get(timeout=0.05)
-    except queue.Empty:
-        pass
 
 
 def main(argv=None):

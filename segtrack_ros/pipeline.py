@@ -1,0 +1,427 @@
+"""
+The frame pipeline under `segtrack_node`, `segtrack-video` and `segtrack-bag`.
+
+decode -> segment -> label images and drawing -> encoded outputs, for one or more streams
+(cameras) over one `Segmenter`. The pipeline owns each stream's state: its renderer and trails,
+its last stamp and its statistics. Configuration changes and resets are events applied between
+frames: the inference thread applies the segmenter's part, and the frame carries the renderer's
+part to the thread that draws it, so that thread alone touches a renderer. Every per-frame error
+is contained (counted, reported, the next frame processed). Imports no rclpy: the node, the video
+CLI and the bag tool are sources and sinks around it.
+
+>>> pipeline = FramePipeline(segmenter, RenderConfig(color_by='track'), streams=('front',))
+>>> for result in pipeline.run_in_order((('front', image_msg, None),), wanted=OUTPUTS):
+...     result.messages['detections']
+"""
+
+from dataclasses import dataclass, field
+import queue
+import threading
+import time
+
+import numpy as np
+
+from segtrack_ros import image_codec, labels
+from segtrack_ros.render import Renderer
+from segtrack_ros.stats import PipelineStats
+
+OUTPUTS = ('detections', 'instance_mask', 'class_mask', 'annotated_image',
+           'annotated_image/compressed')
+# A stamp this much older than the previous one is a new recording (a looping bag, a restarted
+# camera) and resets the stream's tracks; anything less is jitter between publishers.
+STAMP_JUMP_SECONDS = 1.0
+_END = object()
+
+
+@dataclass
+class FrameResult:
+    """
+    One frame on its way through the pipeline, and what came out of it.
+
+    `problem` says why the frame was skipped (a bad input, or an error while segmenting,
+    drawing or encoding); `images` holds the arrays and `messages` the encoded outputs that
+    were wanted, each message with the input `header`.
+    """
+
+    stream: str
+    tag: object = None
+    header: object = None
+    frame: np.ndarray = None
+    detections: object = None
+    images: dict = field(default_factory=dict)
+    messages: dict = field(default_factory=dict)
+    problem: str = None
+    inference_ms: float = 0.0
+    received: float = field(default_factory=time.monotonic)
+    _drawing: tuple = None  # (render config, reset count) the frame is drawn with
+
+
+class _Stream:
+    """The state of one stream; `renderer` belongs to the thread that draws."""
+
+    def __init__(self, name, render_config):
+        self.name = name
+        self.renderer = Renderer(render_config)
+        self.render_config = render_config
+        self.resets = 0
+        self.drawn_resets = 0
+        self.last_stamp = None
+        self.stats = PipelineStats()
+
+
+def _stamp_seconds(header):
+    return header.stamp.sec + header.stamp.nanosec * 1e-9
+
+
+class FramePipeline:
+    """
+    Decode, segment, draw and encode frames of named streams over one segmenter.
+
+    `report(kind, stream, text)` hears of every skipped frame (`kind` is `bad_input` or
+    `error`) and of track resets (`info`); the caller throttles it. `deserialize(stream, data)`
+    turns serialized messages into messages (the node's subscriptions take bytes). `now()` is the
+    clock that latencies are measured against (the node's ROS clock), in seconds.
+    """
+
+    def __init__(self, segmenter, render_config, streams=('default',),
+                 max_input_pixels=image_codec.DEFAULT_MAX_PIXELS, report=None,
+                 deserialize=None, now=time.time):
+        self.segmenter = segmenter
+        self.streams = {name: _Stream(name, render_config) for name in streams}
+        self.max_input_pixels = max_input_pixels
+        self._report = report or (lambda kind, stream, text: None)
+        self._deserialize = deserialize
+        self._now = now
+        self._events = threading.Lock()
+        self._segmenter_changes = {}
+        self._resets = set()
+
+    # -- events, from any thread --------------------------------------------------------------
+
+    def configure(self, render_config=None, **segmenter_changes):
+        """Change the drawing and the segmenter's settings from the next frame on."""
+        with self._events:
+            self._segmenter_changes.update(segmenter_changes)
+            if render_config is not None:
+                for stream in self.streams.values():
+                    stream.render_config = render_config
+
+    def reset(self, stream=None):
+        """Forget the tracks and trails of `stream`, or of every stream, before the next frame."""
+        with self._events:
+            self._resets.update(self.streams if stream is None else (stream,))
+
+    # -- the stages ---------------------------------------------------------------------------
+
+    def decode(self, stream, message, tag=None):
+        """Return a `FrameResult` holding the BGR frame of `message` (or why it has none)."""
+        result = FrameResult(stream, tag)
+        if isinstance(message, np.ndarray):
+            result.frame = message
+            return result
+        try:
+            if isinstance(message, (bytes, bytearray, memoryview)):
+                message = self._deserialize(stream, message)
+            result.header = message.header
+            if hasattr(message, 'format'):
+                result.frame = image_codec.decode_compressed(message, self.max_input_pixels)
+            else:
+                result.frame = image_codec.decode_image(message, self.max_input_pixels)
+        except image_codec.ImageDecodeError as error:
+            self._skip(result, 'bad_input', f'bad input image skipped: {error}')
+        except Exception as error:  # a converter or deserializer fault: this frame only
+            self._skip(result, 'error', f'decoding failed on a frame: {error!r}')
+        return result
+
+    def segment(self, results):
+        """
+        Segment the decoded frames of `results` (at most one per stream), batched by frame size.
+
+        Pending configuration changes and resets are applied first.
+        """
+        self._apply_events()
+        ready = [result for result in results if result.problem is None]
+        for result in ready:
+            self._reset_on_stamp_jump(result)
+        by_shape = {}
+        for result in ready:
+            by_shape.setdefault(result.frame.shape, []).append(result)
+        for batch in by_shape.values():
+            start = time.perf_counter()
+            try:
+                found = self.segmenter.process_batch([r.frame for r in batch],
+                                                     [r.stream for r in batch])
+            except Exception as error:  # one bad batch must not stop the pipeline
+                for result in batch:
+                    self._skip(result, 'error', f'inference failed on a frame: {error!r}')
+                continue
+            inference_ms = (time.perf_counter() - start) * 1000 / len(batch)
+            for result, detections in zip(batch, found):
+                state = self.streams[result.stream]
+                result.detections, result.inference_ms = detections, inference_ms
+                result._drawing = (state.render_config, state.resets)
+        return results
+
+    def finish(self, result, wanted=OUTPUTS):
+        """
+        Make the `wanted` outputs of a segmented frame: arrays, and messages for message inputs.
+
+        Cheapest first: the detections need no full-size image, so they are built before the
+        label images and the drawing.
+        """
+        if result.problem is not None:
+            return result
+        try:
+            self._finish(result, set(wanted))
+        except Exception as error:  # e.g. an image too large to encode: this frame only
+            self._skip(result, 'error', f'drawing or encoding failed on a frame: {error!r}')
+        return result
+
+    def processed(self, result):
+        """Count a frame whose outputs were delivered, with its latency when it has a stamp."""
+        latency_ms = ((self._now() - _stamp_seconds(result.header)) * 1000
+                      if result.header is not None
+                      else (time.monotonic() - result.received) * 1000)
+        self.streams[result.stream].stats.processed(result.inference_ms, latency_ms)
+
+    def failed(self, result, error):
+        """Count and report an error of the caller's while delivering `result`'s outputs."""
+        self._skip(result, 'error', f'publishing failed on a frame: {error!r}')
+
+    # -- running in order: video files and bags ------------------------------------------------
+
+    def run_in_order(self, items, wanted=OUTPUTS):
+        """
+        Yield a `FrameResult` for each `(stream, message or frame, tag)` of `items`, in order.
+
+        Decoding, inference and drawing plus encoding run on three threads joined by small
+        queues, so the model does not wait for reading or writing. Nothing is dropped. An error
+        raised by `items` itself (e.g. an unreadable file) is raised here.
+        """
+        decoded, segmented, finished = (queue.Queue(4) for _ in range(3))
+        stop = threading.Event()
+        errors = []
+
+        def stage(source, target, work):
+            try:
+                for item in source():
+                    if stop.is_set():
+                        break
+                    _put(target, work(item), stop)
+            except Exception as error:  # handed to the caller, which raises it
+                errors.append(error)
+            finally:
+                _put(target, _END, stop)
+
+        def take(source):
+            return lambda: _until_end(source, stop)
+
+        threads = [
+            threading.Thread(target=stage, name='decode', daemon=True, args=(
+                lambda: iter(items), decoded, lambda item: self.decode(*item))),
+            threading.Thread(target=stage, name='segment', daemon=True, args=(
+                take(decoded), segmented, lambda result: self.segment([result])[0])),
+            threading.Thread(target=stage, name='draw', daemon=True, args=(
+                take(segmented), finished, lambda result: self.finish(result, wanted))),
+        ]
+        for thread in threads:
+            thread.start()
+        try:
+            for result in iter(finished.get, _END):
+                if result.problem is None:
+                    self.processed(result)
+                yield result
+        finally:
+            stop.set()
+            for thread in threads:
+                thread.join()
+        if errors:
+            raise errors[0]
+
+    # -- inside --------------------------------------------------------------------------------
+
+    def _apply_events(self):
+        with self._events:
+            changes, self._segmenter_changes = self._segmenter_changes, {}
+            resets, self._resets = self._resets, set()
+        if changes:
+            self.segmenter.update(**changes)
+        for name in resets:
+            self.segmenter.reset(name)
+            self.streams[name].resets += 1
+
+    def _reset_on_stamp_jump(self, result):
+        if result.header is None:
+            return
+        state = self.streams[result.stream]
+        stamp = _stamp_seconds(result.header)
+        if state.last_stamp is not None and stamp < state.last_stamp - STAMP_JUMP_SECONDS:
+            self._report('info', result.stream,
+                         f'input stamps jumped backwards ({state.last_stamp:.1f} s -> '
+                         f'{stamp:.1f} s: a looping bag or a restarted camera?): tracks reset')
+            self.segmenter.reset(result.stream)
+            state.resets += 1
+        state.last_stamp = stamp
+
+    def _finish(self, result, wanted):
+        detections, header = result.detections, result.header
+        images, messages = result.images, result.messages
+        if 'detections' in wanted and header is not None:
+            from segtrack_ros.detection_msg import to_detection_array
+
+            messages['detections'] = to_detection_array(detections, header)
+        owner = None
+        for name, label_image in (('instance_mask', labels.instance_mask),
+                                  ('class_mask', labels.class_mask)):
+            if name in wanted:
+                if owner is None:
+                    owner = labels.owner_image(detections)
+                images[name] = label_image(detections, owner)
+                if header is not None:
+                    messages[name] = image_codec.to_image_msg(images[name], 'mono16', header)
+        if wanted & {'annotated_image', 'annotated_image/compressed'}:
+            images['annotated'] = self._draw(result, owner)
+            if header is not None and 'annotated_image' in wanted:
+                messages['annotated_image'] = image_codec.to_image_msg(
+                    images['annotated'], 'bgr8', header)
+            if header is not None and 'annotated_image/compressed' in wanted:
+                messages['annotated_image/compressed'] = image_codec.to_compressed_msg(
+                    images['annotated'], header)
+        result.frame = None  # the input frame is not needed any more: free it early
+
+    def _draw(self, result, owner):
+        state = self.streams[result.stream]
+        config, resets = result._drawing
+        renderer = state.renderer
+        if resets != state.drawn_resets or config.trail_length != renderer.config.trail_length:
+            renderer.reset()
+            state.drawn_resets = resets
+        renderer.config = config
+        return renderer.draw(result.frame, result.detections, owner)
+
+    def _skip(self, result, kind, text):
+        result.problem = text
+        result.frame = None
+        self.streams[result.stream].stats.count('bad_inputs' if kind == 'bad_input' else 'errors')
+        self._report(kind, result.stream, text)
+
+
+class LiveRunner:
+    """
+    Newest-frame processing of live streams (cameras) through a `FramePipeline`.
+
+    Each stream has a one-frame mailbox: a frame that arrives while the model is busy replaces
+    the waiting one and counts as dropped, so no queue builds up whatever the camera rates. One
+    inference thread takes every waiting frame at once (one per stream, so no camera starves
+    another and a stopped one stalls nobody) and segments them as one batch. The outputs are
+    made and handed to `deliver(result)` on the same thread between inferences, or, when
+    `overlap`, on a second thread during the next inference. `wanted(stream)` names the outputs
+    to make for a frame of that stream. Nothing that goes wrong on one frame stops the threads.
+
+    >>> runner = LiveRunner(pipeline, deliver=publish, wanted=lambda stream: OUTPUTS)
+    >>> runner.put('front', serialized_message)   # from the subscription callback
+    """
+
+    def __init__(self, pipeline, deliver, wanted, overlap=False):
+        self.pipeline = pipeline
+        self._deliver, self._wanted = deliver, wanted
+        self._condition = threading.Condition()
+        self._waiting = {}
+        self._closed = False
+        self._outputs = queue.Queue(maxsize=2) if overlap else None
+        self._threads = [threading.Thread(target=self._infer_loop, name='infer', daemon=True)]
+        if overlap:
+            self._threads.append(threading.Thread(target=self._output_loop, name='publish',
+                                                  daemon=True))
+        for thread in self._threads:
+            thread.start()
+
+    def put(self, stream, payload):
+        """Hand over the newest message (or its serialized bytes) of `stream`."""
+        stats = self.pipeline.streams[stream].stats
+        stats.received()
+        with self._condition:
+            if stream in self._waiting:
+                stats.count('dropped')
+            self._waiting[stream] = payload
+            self._condition.notify()
+
+    def clear(self):
+        """Forget the frames that wait (e.g. when the node is deactivated)."""
+        with self._condition:
+            self._waiting.clear()
+
+    def close(self, timeout=2.0):
+        """Stop the threads after the frame in hand; no delivery happens afterwards."""
+        with self._condition:
+            self._closed = True
+            self._waiting.clear()
+            self._condition.notify_all()
+        if self._outputs is not None:
+            _put(self._outputs, _END, threading.Event())
+        for thread in self._threads:
+            thread.join(timeout)
+
+    def _take(self):
+        with self._condition:
+            self._condition.wait_for(lambda: self._waiting or self._closed)
+            if self._closed:
+                return None
+            waiting, self._waiting = self._waiting, {}
+            return waiting
+
+    def _infer_loop(self):
+        while (waiting := self._take()) is not None:
+            try:
+                results = self.pipeline.segment(
+                    [self.pipeline.decode(stream, payload) for stream, payload in waiting.items()])
+            except Exception as error:  # a fault of the pipeline itself: skip these frames
+                for stream in waiting:
+                    self.pipeline.failed(FrameResult(stream), error)
+                continue
+            for result in results:
+                if result.problem is not None:
+                    continue
+                if self._outputs is None:
+                    self._finish(result)
+                else:
+                    self._outputs.put(result)
+
+    def _output_loop(self):
+        while (result := self._outputs.get()) is not _END:
+            self._finish(result)
+
+    def _finish(self, result):
+        if self._closed:
+            return
+        try:
+            self.pipeline.finish(result, self._wanted(result.stream))
+            if result.problem is None:
+                self._deliver(result)
+                self.pipeline.processed(result)
+        except Exception as error:  # e.g. a DDS publish error: this frame only
+            self.pipeline.failed(result, error)
+
+
+def _until_end(source, stop):
+    """Yield the items of a queue up to its end marker, or until the pipeline stops."""
+    while True:
+        try:
+            item = source.get(timeout=0.1)
+        except queue.Empty:
+            if stop.is_set():
+                return
+            continue
+        if item is _END:
+            return
+        yield item
+
+
+def _put(target, item, stop):
+    """Put `item` on a bounded queue, unless the pipeline stops first (then drop it)."""
+    while not stop.is_set():
+        try:
+            target.put(item, timeout=0.1)
+            return
+        except queue.Full:
+            continue
