@@ -184,9 +184,9 @@ class FramePipeline:
                       else (time.monotonic() - result.received) * 1000)
         self.streams[result.stream].stats.processed(result.inference_ms, latency_ms)
 
-    def failed(self, result, error):
-        """Count and report an error of the caller's while delivering `result`'s outputs."""
-        self._skip(result, 'error', f'publishing failed on a frame: {error!r}')
+    def failed(self, result, error, doing='publishing'):
+        """Count and report an error that stopped `result` while `doing` something with it."""
+        self._skip(result, 'error', f'{doing} failed on a frame: {error!r}')
 
     # -- running in order: video files and bags ------------------------------------------------
 
@@ -377,7 +377,7 @@ class LiveRunner:
                     [self.pipeline.decode(stream, payload) for stream, payload in waiting.items()])
             except Exception as error:  # a fault of the pipeline itself: skip these frames
                 for stream in waiting:
-                    self.pipeline.failed(FrameResult(stream), error)
+                    self.pipeline.failed(FrameResult(stream), error, 'processing')
                 continue
             for result in results:
                 if result.problem is not None:
