@@ -62,7 +62,8 @@ class InputHealth:
     7. `no_publisher`: nothing on either.
 
     Each change of problem is logged once: a WARN line with the resolved topic, the cause and the
-    fix, and an INFO line when messages arrive again.
+    fix, and an INFO line when messages arrive again. The two waiting cases (a new publisher's
+    first `stall_seconds`, the start) log nothing.
     """
 
     def __init__(self, node, topic, message_type, stall_seconds=3.0):
@@ -82,7 +83,7 @@ class InputHealth:
         self._publishers_since = None  # when the newest publisher of the topic appeared
         self._lock = threading.Lock()
         self._incompatible = None  # [policy name, event time, publisher ids seen after it]
-        self.problem = 'none'
+        self._reported = 'none'  # the problem last logged
 
     def event_callbacks(self):
         """Return the subscription's event callbacks: the incompatible-QoS event."""
@@ -113,14 +114,17 @@ class InputHealth:
         self._publisher_ids = ids
         policy = self._incompatible_policy(now, ids)
         problem, explanation = self._diagnose(now, publishers, matching, policy)
-        if problem != self.problem:
-            if problem == 'none':
-                self._node.get_logger().info(
-                    f'input {self.topic}: messages arrive again (was {self.problem})')
-            else:
-                self._node.get_logger().warning(f'input problem {problem}: {explanation}')
-            self.problem = problem
+        if problem not in ('none', self._reported):
+            self._node.get_logger().warning(f'input problem {problem}: {explanation}')
+            self._reported = problem
+        elif self._receiving(now) and self._reported != 'none':
+            self._node.get_logger().info(
+                f'input {self.topic}: messages arrive again (was {self._reported})')
+            self._reported = 'none'
         return problem, explanation
+
+    def _receiving(self, now):
+        return self._last_message is not None and now - self._last_message < self._stall_seconds
 
     def _incompatible_policy(self, now, ids):
         """Return the policy of a standing incompatible-QoS event, or None."""
@@ -143,7 +147,7 @@ class InputHealth:
 
     def _diagnose(self, now, publishers, matching, policy):
         topic = self.topic
-        if self._last_message is not None and now - self._last_message < self._stall_seconds:
+        if self._receiving(now):
             return 'none', f'receiving {topic}'
         if policy is not None:
             return 'incompatible_qos', self._explain_qos(policy, matching)

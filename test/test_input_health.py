@@ -9,6 +9,7 @@ read back from /rosout.
 import subprocess
 import sys
 import threading
+import time
 
 import pytest
 from rcl_interfaces.msg import Log
@@ -218,9 +219,10 @@ def test_incompatible_qos(probe, cleanup):
     host = Host('/t_qos', reliable=True)
     cleanup(host)
     explanation = host.wait_for('incompatible_qos')
-    assert '/camera publishes /t_qos/image with a QoS this subscription cannot match ' \
+    assert 'publishes /t_qos/image with a QoS this subscription cannot match ' \
         '(RELIABILITY policy)' in explanation
     assert 'set qos_reliability:=best_effort' in explanation
+    assert wait_until(lambda: host.results[-1][1].startswith('/camera publishes'), TIMEOUT)
     assert host.holds('incompatible_qos', 2 * STALL_SECONDS)  # not taken for a stall
     assert_logged(probe, host, warnings=1, infos=0)
 
@@ -265,3 +267,30 @@ def test_stalled(probe, cleanup):
     camera.switch(True)
     host.wait_for('none')
     assert_logged(probe, host, warnings=2, infos=2)
+
+
+def test_incompatible_qos_ends_with_its_publisher(probe, cleanup):
+    camera = start_camera(cleanup, probe, '/t_qos_gone/image', reliability='best_effort')
+    host = Host('/t_qos_gone', reliable=True)
+    cleanup(host)
+    host.wait_for('incompatible_qos')
+    camera.stop()
+    host.wait_for('no_publisher')
+    assert_logged(probe, host, warnings=2, infos=0)
+
+
+def test_camera_starting_after_the_node(probe, cleanup):
+    host = Host('/t_late')
+    cleanup(host)
+    time.sleep(STALL_SECONDS / 3)
+    publisher = probe.publisher(Image, '/t_late/image')
+    timer = probe.node.create_timer(0.05, lambda: publisher.publish(
+        Image(height=2, width=2, encoding='bgr8', step=6, data=bytes(12))))
+    try:
+        assert wait_until(lambda: host.results[-1] == ('none', 'receiving /t_late/image'),
+                          TIMEOUT), host.results[-1]
+        assert host.holds('none', 2 * STALL_SECONDS)
+    finally:
+        probe.node.destroy_timer(timer)
+        probe.node.destroy_publisher(publisher)
+    assert_logged(probe, host, warnings=0, infos=0)
