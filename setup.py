@@ -27,6 +27,7 @@ setup(
         'console_scripts': [
             'segtrack-video = segtrack_ros.video_cli:main',
             'segtrack-eval = segtrack_ros.evaluate:main',
+            'segtrack-bag = segtrack_ros.bag_cli:main',
             'segtrack_node = segtrack_ros.node:main',
             'video_publisher = segtrack_ros.video_publisher:main',
         ],
