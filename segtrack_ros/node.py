@@ -333,10 +333,16 @@ class SegTrackNode(LifecycleNode):
     def _report(self, kind, stream, text):
         if not self.context.ok():
             return
-        where = f'camera {stream}: ' if stream else ''
-        log = {'bad_input': self.get_logger().warning, 'error': self.get_logger().error,
-               'info': self.get_logger().info}[kind]
-        log(where + text, throttle_duration_sec=THROTTLE_SECONDS)
+        text = (f'camera {stream}: ' if stream else '') + text
+        logger = self.get_logger()
+        # One call site per severity: rclpy keeps the throttle state per call site, and raises
+        # ValueError when one call site logs at another severity than the first time.
+        if kind == 'bad_input':
+            logger.warning(text, throttle_duration_sec=THROTTLE_SECONDS)
+        elif kind == 'error':
+            logger.error(text, throttle_duration_sec=THROTTLE_SECONDS)
+        else:
+            logger.info(text, throttle_duration_sec=THROTTLE_SECONDS)
 
     def _on_reset(self, request, response):
         if self._pipeline is None:
