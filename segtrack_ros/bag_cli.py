@@ -135,10 +135,9 @@ class BagRun:
     def __init__(self, args, bag):
         self.args = args
         self.bag = bag
-        topics = list(dict.fromkeys(args.topic))
+        topics = dict.fromkeys('/' + topic.lstrip('/') for topic in args.topic)
         self.images = {topic: bag.image_connections(topic) for topic in topics}
-        self.types = {connections[0].topic: connections[0].msgtype
-                      for connections in self.images.values()}
+        self.types = {topic: connections[0].msgtype for topic, connections in self.images.items()}
         self.topics = {topic: output_topics(topic, args.namespace) for topic in self.types}
         self._check_output_names()
         self.store = output_typestore()
@@ -164,8 +163,8 @@ class BagRun:
         for connection in self.bag.connections:
             definition = copy_definition(connection, self.store)
             if definition is None:
-                print(f"segtrack-bag: warning: '{connection.topic}' not copied: its type "
-                      f'{connection.msgtype} has no definition in the bag', file=sys.stderr)
+                print(f"segtrack-bag: warning: '{connection.topic}' not copied: neither the bag "
+                      f"nor rosbags' ROS 2 types define {connection.msgtype}", file=sys.stderr)
             else:
                 copies.append((connection, definition))
         return copies
@@ -180,6 +179,7 @@ class BagRun:
         summary = Summary(topics=len(self.topics))
         pipeline = FramePipeline(segmenter, render_config, streams=tuple(self.topics),
                                  deserialize=self._deserialize)
+        start = time.perf_counter()
         with output:
             copied = {connection.id: output.add_connection(
                 connection.topic, connection.msgtype, *definition,
@@ -187,9 +187,8 @@ class BagRun:
             results = {topic: {name: output.add_connection(
                 full_name, OUTPUT_TYPES[name], *self._definition(OUTPUT_TYPES[name]))
                 for name, full_name in names.items()} for topic, names in self.topics.items()}
-            start = time.perf_counter()
             self._process(pipeline, output, copied, results, summary, progress)
-            summary.seconds = time.perf_counter() - start
+        summary.seconds = time.perf_counter() - start  # up to the last byte on disk
         return summary
 
     def _definition(self, msgtype):

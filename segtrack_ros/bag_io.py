@@ -84,12 +84,11 @@ class InputBag:
 
     def image_connections(self, topic):
         """
-        Return the connections of image topic `topic` (a leading / may be left out).
+        Return the connections of image topic `topic` (absolute, as bags name topics).
 
         Raises BagError for a topic the bag lacks or one that is no Image or CompressedImage,
         listing the bag's image topics.
         """
-        topic = '/' + topic.lstrip('/')
         types = self.topic_types()
         if topic not in types:
             raise BagError(f"topic '{topic}' is not in bag '{self.path}'; {self._image_list()}")

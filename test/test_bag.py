@@ -26,7 +26,7 @@ import rclpy
 from rclpy.serialization import deserialize_message, serialize_message
 from ros_harness import make_frame, NodeProcess, ProbeNode, RELIABLE, wait_until
 from rosbags.rosbag2 import Reader, Writer
-from rosbags.typesys import get_typestore, Stores
+from rosbags.typesys import get_types_from_msg, get_typestore, Stores
 from segtrack_ros import bag_cli, image_codec
 from segtrack_ros.bag_io import (BagError, camera_name, check_namespace, output_topics,
                                  OUTPUT_TYPES, output_typestore, share_directory, STORAGES)
@@ -49,6 +49,7 @@ STAMP_LAG = 30_000_000  # the header stamps are this much earlier than the bag t
 OUTPUT_CLASSES = {'annotated_image': Image, 'annotated_image/compressed': CompressedImage,
                   'instance_mask': Image, 'class_mask': Image, 'detections': Detection2DArray}
 TIMEOUT = 60.0
+THING = 'my_msgs/msg/Thing'  # a custom type, unknown to rosbags
 
 
 def bag_time(topic, index):
@@ -79,9 +80,9 @@ def input_messages(frames=FRAMES):
         yield CHATTER, bag_time(CHATTER, index), String(data=f'message {index}')
 
 
-def write_bag(path, storage, messages, types=TYPES):
+def write_bag(path, storage, messages, types=TYPES, store=None):
     """Write (topic, bag time, message or CDR bytes) as a rosbag2 bag; return its path."""
-    store = get_typestore(Stores.LATEST)
+    store = store or get_typestore(Stores.LATEST)
     with Writer(path, version=9, storage_plugin=STORAGES[storage]) as writer:
         connections = {}
         for topic, time, message in messages:
@@ -286,10 +287,15 @@ def test_bad_namespaces_are_refused(namespace):
 
 
 def test_no_copy_root_namespace_and_max_frames(inputs, model_flags, tmp_path):
-    """--no-copy writes only outputs; --namespace / puts them at /<camera>; frames in bag order."""
+    """
+    --no-copy writes only outputs; --namespace / puts them at /<camera>; frames in bag order.
+
+    A topic may be given without its leading /, and twice.
+    """
     output = tmp_path / 'outputs_only'
-    code, out, err = run_cli([inputs['mcap'], output, '--topic', FRONT, '--topic', REAR,
-                              '--no-copy', '--namespace', '/', '--max-frames', 5, *model_flags])
+    code, out, err = run_cli([inputs['mcap'], output, '--topic', 'front/image_raw', '--topic',
+                              REAR, '--topic', FRONT, '--no-copy', '--namespace', '/',
+                              '--max-frames', 5, *model_flags])
     assert code == 0, err
     assert '5 frames of 2 topic(s)' in out and '0 messages copied' in out, out
     types, messages = read_bag(output)
@@ -425,25 +431,34 @@ def test_unreadable_middle_fails_and_leaves_nothing(inputs, model_flags, tmp_pat
     assert not (tmp_path / 'out').exists() and not leftovers(tmp_path)
 
 
-def test_bag_without_definitions_or_hashes_is_copied(inputs, model_flags, tmp_path):
-    """A Humble-style sqlite3 bag (no definitions, no type hashes): copies get both written."""
-    bag = tmp_path / 'humble'
-    shutil.copytree(inputs['sqlite3'], bag)
+def test_bag_without_definitions_or_hashes_is_copied(model_flags, tmp_path):
+    """
+    A Humble-style sqlite3 bag (no definitions, no type hashes): copies get both written.
+
+    A custom type that only the bag could have defined is not copied, with a warning.
+    """
+    store = get_typestore(Stores.LATEST)
+    store.register(get_types_from_msg('int32 value', THING))
+    thing = store.serialize_cdr(store.types[THING](value=7), THING).tobytes()
+    bag = write_bag(tmp_path / 'humble', 'sqlite3', [*input_messages(2), ('/thing', BAG_START,
+                                                                         thing)],
+                    {**TYPES, '/thing': THING}, store)
     metadata = bag / 'metadata.yaml'
     metadata.write_text('\n'.join(line for line in metadata.read_text().splitlines()
                                   if 'type_description_hash' not in line and 'RIHS01' not in line))
-    with sqlite3.connect(bag / 'drive_sqlite3.db3') as database:
+    with sqlite3.connect(bag / 'humble.db3') as database:
         database.execute("UPDATE topics SET type_description_hash = ''")
         database.execute('DELETE FROM message_definitions')
     with Reader(bag) as reader:
         assert not any(c.digest or c.msgdef.data for c in reader.connections)
     output = tmp_path / 'out'
-    code, _, err = run_cli([bag, output, '--topic', FRONT, '--max-frames', 1, *model_flags])
+    code, _, err = run_cli([bag, output, '--topic', FRONT, *model_flags])
     assert code == 0, err
-    store = get_typestore(Stores.LATEST)
+    assert (f"segtrack-bag: warning: '/thing' not copied: neither the bag nor rosbags' ROS 2 "
+            f'types define {THING}') in err
     with Reader(output) as reader:
         copies = {c.topic: c for c in reader.connections if c.topic in TYPES}
-        assert set(copies) == set(TYPES)
+        assert set(copies) == set(TYPES) and '/thing' not in reader.topics
         for connection in copies.values():
             assert connection.digest == store.hash_rihs01(connection.msgtype)
             assert connection.msgdef.data
