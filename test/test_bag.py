@@ -440,9 +440,8 @@ def test_bag_without_definitions_or_hashes_is_copied(model_flags, tmp_path):
     store = get_typestore(Stores.LATEST)
     store.register(get_types_from_msg('int32 value', THING))
     thing = store.serialize_cdr(store.types[THING](value=7), THING).tobytes()
-    bag = write_bag(tmp_path / 'humble', 'sqlite3', [*input_messages(2), ('/thing', BAG_START,
-                                                                         thing)],
-                    {**TYPES, '/thing': THING}, store)
+    messages = [*input_messages(2), ('/thing', BAG_START, thing)]
+    bag = write_bag(tmp_path / 'humble', 'sqlite3', messages, {**TYPES, '/thing': THING}, store)
     metadata = bag / 'metadata.yaml'
     metadata.write_text('\n'.join(line for line in metadata.read_text().splitlines()
                                   if 'type_description_hash' not in line and 'RIHS01' not in line))
