@@ -20,11 +20,18 @@ VISION_MSGS_SOURCES := $(wildcard third_party/vision_msgs/msg/*.msg) \
 	third_party/vision_msgs/CMakeLists.txt tools/build_vision_msgs.sh \
 	tools/fix_wheel_cmake_targets.cmake
 
-$(STAMP): requirements.txt requirements-dev.txt setup.py $(VISION_MSGS_SOURCES)
+# The real launch / launch_ros, a test tool (not on PyPI): installed when ../shared holds it (CI),
+# from a temporary copy (../shared may be read-only); without it the launch tests skip.
+ROS_LAUNCH := ../shared/ros-launch
+ROS_LAUNCH_INSTALL := $(wildcard $(ROS_LAUNCH)/install.sh)
+
+$(STAMP): requirements.txt requirements-dev.txt setup.py $(VISION_MSGS_SOURCES) $(ROS_LAUNCH_INSTALL)
 	test -x $(PY) || python3 -m venv $(VENV)
 	$(PY) -m pip install -q -r requirements.txt -r requirements-dev.txt $(PIP_QUIET)
 	$(PY) -m pip install -q --no-deps -e . $(PIP_QUIET)
 	bash tools/build_vision_msgs.sh $(VENV)
+	$(if $(ROS_LAUNCH_INSTALL),bash $(ROS_LAUNCH_INSTALL) $(VENV) tools/fix_wheel_cmake_targets.cmake \
+	  2>&1 | { grep -vE 'dependency resolver|requires ament_index_python|is ignored' || true; })
 	$(PY) -c 'import rclpy, ultralytics, vision_msgs.msg, segtrack_ros'
 	touch $@
 

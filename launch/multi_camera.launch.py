@@ -1,25 +1,37 @@
 """
-Two cameras, one segtrack_node each: namespaces keep their topics and tracks apart.
+Several cameras, one segtrack_node: one model, each camera's topics and tracks apart.
 
-    ros2 launch segtrack_ros multi_camera.launch.py
+    ros2 launch segtrack_ros multi_camera.launch.py model:=shapes-seg.pt
 
-Topics: /front/annotated_image, /front/instance_mask, ... and /rear/... . Edit CAMERAS for yours.
+reads /front_camera/image_raw and /rear_camera/image_raw and publishes /front/annotated_image,
+/front/instance_mask, ... and /rear/... (shapes-seg.pt is the bundled model, so this runs offline;
+the node's default yolov8n-seg.pt needs a local file or a connection). Your cameras:
+
+    ros2 launch segtrack_ros multi_camera.launch.py model:=/path/to/model.pt \
+        cameras:=left,right images:=/left/image_raw,/right/image_raw namespace:=perception
+
+The arguments are segtrack.launch.py's (with the same precedence over params_file), with these
+cameras by default; segtrack.launch.py is included with exactly them, so nothing leaks out.
 """
 
-from launch import LaunchDescription
-from launch.actions import IncludeLaunchDescription
-from launch.launch_description_sources import PythonLaunchDescriptionSource
-from launch.substitutions import PathJoinSubstitution
-from launch_ros.substitutions import FindPackageShare
+from pathlib import Path
 
-CAMERAS = (('front', '/front_camera/image_raw'), ('rear', '/rear_camera/image_raw'))
+from launch import LaunchDescription
+from launch.launch_description_sources import load_python_launch_file_as_module
+from launch.substitutions import LaunchConfiguration
+
+LAUNCH_FILE = Path(__file__).resolve()
+SEGTRACK = LAUNCH_FILE.with_name('segtrack.launch.py')
+CAMERAS = {'cameras': 'front,rear', 'images': '/front_camera/image_raw,/rear_camera/image_raw'}
 
 
 def generate_launch_description():
-    """Include segtrack.launch.py once per camera."""
-    segtrack = PathJoinSubstitution(
-        [FindPackageShare('segtrack_ros'), 'launch', 'segtrack.launch.py'])
+    """Declare segtrack.launch.py's arguments with these cameras; include it with them."""
+    segtrack = load_python_launch_file_as_module(str(SEGTRACK))
+    arguments = segtrack.launch_arguments(CAMERAS, leave_out=('image',))
+    names = segtrack.argument_names(arguments)
     return LaunchDescription([
-        IncludeLaunchDescription(PythonLaunchDescriptionSource(segtrack),
-                                 launch_arguments={'namespace': name, 'image': topic}.items())
-        for name, topic in CAMERAS])
+        segtrack.warn_about_undeclared(LAUNCH_FILE.name, names),
+        *arguments,
+        segtrack.scoped_include(SEGTRACK, {name: LaunchConfiguration(name) for name in names}),
+    ])
