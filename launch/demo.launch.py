@@ -71,8 +71,12 @@ def demo(context, segtrack_names):
     """Return video_publisher with its exit handlers, and segtrack.launch.py's node."""
     configurations = context.launch_configurations
     source = source_path(configurations['source'])
-    parameters = {'source': ParameterValue(source, value_type=str),
-                  'rate': float(configurations['rate']), 'loop': configurations['loop'] == 'true'}
+    try:
+        rate = float(configurations['rate'])
+    except ValueError:
+        raise RuntimeError(f"rate must be frames per second, got {configurations['rate']!r}") from None
+    parameters = {'source': ParameterValue(source, value_type=str), 'rate': rate,
+                  'loop': configurations['loop'] == 'true'}
     if configurations['use_sim_time']:
         parameters['use_sim_time'] = configurations['use_sim_time'] == 'true'
     publisher = Node(package='segtrack_ros', executable='video_publisher', output='screen',

@@ -491,8 +491,9 @@ def test_a_node_that_fails_at_start_fails_the_launch(start, launch_file, argumen
      'Argument "qos_reliability" provided value "sometimes"'),
     ('demo.launch.py', [], 'make demo'),
     ('demo.launch.py', ['source:=missing.avi'], 'source missing.avi not found'),
+    ('demo.launch.py', ['source:=0', 'rate:=fast'], "rate must be frames per second, got 'fast'"),
 ], ids=['bad-choice', 'missing-params-file', 'camera-topics', 'multi-bad-choice',
-        'demo-no-sample', 'demo-missing-source'])
+        'demo-no-sample', 'demo-missing-source', 'demo-bad-rate'])
 def test_bad_arguments_fail_before_any_node_starts(start, launch_file, arguments, reason):
     """Refused arguments: non-zero exit with the reason, in seconds, no process started."""
     launch = start(launch_file, *arguments)
@@ -602,20 +603,24 @@ def test_multi_camera_arguments_lifecycle_one_rviz_and_no_leaks(start, probe, sh
     launch = start('multi_camera.launch.py', f'model:={MODEL}', 'device:=cpu',
                    'cameras:=left,right', 'images:=/left_cam/raw,/right_cam/raw',
                    'namespace:=perception', 'autostart:=false', 'rviz:=true',
+                   'input_transport:=compressed', 'qos_reliability:=reliable',
+                   'use_sim_time:=true', 'log_level:=warn',
                    extra_environment={'AMENT_PREFIX_PATH': index})
     node = '/perception/segtrack_node'
-    assert get_parameters(probe, launch, node, ['cameras', 'autostart']) == {
-        'cameras': ['left', 'right'], 'autostart': False}
+    assert get_parameters(probe, launch, node, [
+        'cameras', 'autostart', 'input_transport', 'qos_reliability', 'use_sim_time']) == {
+        'cameras': ['left', 'right'], 'autostart': False, 'input_transport': 'compressed',
+        'qos_reliability': 'reliable', 'use_sim_time': True}
     lifecycle = Lifecycle(probe, launch, node)
     assert lifecycle.state() == 'unconfigured'
     lifecycle.change(Transition.TRANSITION_CONFIGURE, 'inactive')
     lifecycle.change(Transition.TRANSITION_ACTIVATE, 'active')
-    for topic in ('/left_cam/raw', '/right_cam/raw'):
+    for topic in ('/left_cam/raw/compressed', '/right_cam/raw/compressed'):
         assert subscribed(probe, topic, launch), launch.output
     assert len(launch.started('segtrack_node')) == 1 and len(launch.started('rviz2')) == 1
     rviz_line = next(line for line in launch.lines if 'stand-in rviz2:' in line)
     assert f'-d {share / "config" / "segtrack.rviz"}' in rviz_line
-    assert '__ns:=/perception/left' in rviz_line
+    assert '__ns:=/perception/left' in rviz_line and '--log-level warn' in rviz_line
     configurations = launch.configurations()
     assert set(configurations) == declared(share, 'multi_camera.launch.py'), \
         'multi_camera.launch.py leaks launch configurations'
