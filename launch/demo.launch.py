@@ -71,10 +71,11 @@ def demo(context, segtrack_names):
     """Return video_publisher with its exit handlers, and segtrack.launch.py's node."""
     configurations = context.launch_configurations
     source = source_path(configurations['source'])
+    rate = configurations['rate']
     try:
-        rate = float(configurations['rate'])
+        rate = float(rate)
     except ValueError:
-        raise RuntimeError(f"rate must be frames per second, got {configurations['rate']!r}") from None
+        raise RuntimeError(f'rate must be frames per second, got {rate!r}') from None
     parameters = {'source': ParameterValue(source, value_type=str), 'rate': rate,
                   'loop': configurations['loop'] == 'true'}
     if configurations['use_sim_time']:
