@@ -551,9 +551,14 @@ def test_demo_defaults_to_the_bundled_model_and_passes_sim_time_and_autostart(st
     assert_clean_stop(launch)
 
 
-def test_demo_ends_with_code_0_after_a_video_played_once(start, test_video):
+def test_demo_ends_with_code_0_after_a_video_played_once(start, probe, test_video):
     """loop:=false: the video's end ends the launch, cleanly, node included."""
-    launch = start('demo.launch.py', f'source:={test_video}', 'loop:=false', 'device:=cpu')
+    # 12 frames at 1 Hz: the node is up well before the end (a stop while it starts is not
+    # what this tests)
+    launch = start('demo.launch.py', f'source:={test_video}', 'loop:=false', 'rate:=1',
+                   'device:=cpu', 'namespace:=once')
+    assert subscribed(probe, '/once/image', launch), launch.output
+    assert 'end of video' not in launch.output, 'the video ended before the node was up'
     assert launch.wait(TIMEOUT) == 0, launch.output
     assert 'end of video' in launch.output and not launch.error_lines(), launch.output
     assert launch.started('segtrack_node') and not launch.leftovers()
