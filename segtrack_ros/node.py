@@ -8,6 +8,8 @@ inference, drawing, encoding, per-frame error containment) is `segtrack_ros.pipe
 """
 
 import array
+import ctypes
+import gc
 
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 from rcl_interfaces.msg import (FloatingPointRange, IntegerRange, ParameterDescriptor,
@@ -66,6 +68,22 @@ def descriptor(spec):
         result.integer_range = [IntegerRange(from_value=spec.low, to_value=spec.high,
                                              step=spec.step or 1)]
     return result
+
+
+def return_freed_memory():
+    """
+    Hand the memory of freed objects back to the system.
+
+    glibc keeps freed heap memory for its own reuse: a cleaned-up model stayed in the RSS
+    (yolov8l-seg: 1289 -> 1262 MiB at cleanup, 1548 MiB after the next configure); with
+    `malloc_trim` 1287 -> 836 MiB, and 1300 -> 832 MiB the next time. Elsewhere than glibc there
+    is nothing to call.
+    """
+    gc.collect()
+    try:
+        ctypes.CDLL(None).malloc_trim(0)
+    except (AttributeError, OSError):
+        pass
 
 
 def plain(value):
@@ -176,8 +194,9 @@ class SegTrackNode(LifecycleNode):
         return super().on_deactivate(state)
 
     def on_cleanup(self, state):
-        """Free the pipeline and the model (and its GPU memory)."""
+        """Free the pipeline and the model (and its GPU memory), and give the memory back."""
         self._release()
+        return_freed_memory()
         return TransitionCallbackReturn.SUCCESS
 
     def on_shutdown(self, state):
@@ -327,6 +346,8 @@ class SegTrackNode(LifecycleNode):
         if not self.context.ok():
             return  # shutting down: the publishers are gone with the context
         camera = next(c for c in self._cameras if c.name == result.stream)
+        if camera.subscription is None:
+            return  # deactivated while this frame was in the pipeline: inactive is silent
         for name, message in result.messages.items():
             camera.publishers[name].publish(message)
 
