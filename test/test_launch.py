@@ -40,7 +40,6 @@ import yaml
 pytest.importorskip('launch_ros', reason='launch_ros is not installed (make installs it from '
                                          '../shared/ros-launch; ROS installs have it)')
 
-REPO = Path(__file__).resolve().parents[1]
 MODEL = 'shapes-seg.pt'
 TIMEOUT = 60.0
 STOP_SECONDS = 10.0  # launch sends SIGTERM after 5 s of SIGINT: a clean stop is well within
