@@ -160,6 +160,8 @@ class FramePipeline:
                 state = self.streams[result.stream]
                 result.detections, result.inference_ms = detections, inference_ms
                 result._drawing = (state.render_config, state.resets)
+                if len(batch) > 1:
+                    state.stats.count('batched_frames')
         return results
 
     def finish(self, result, wanted=OUTPUTS):

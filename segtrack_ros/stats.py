@@ -29,7 +29,7 @@ class PipelineStats:
         self._processed = deque()   # (time, inference ms, latency ms)
         self._problems = deque()    # times of bad inputs and errors
         self.counts = {'received': 0, 'processed': 0, 'dropped': 0, 'bad_inputs': 0,
-                       'errors': 0}
+                       'errors': 0, 'batched_frames': 0}
 
     def received(self):
         """One input message arrived."""
@@ -38,10 +38,14 @@ class PipelineStats:
             self._received.append(time.monotonic())
 
     def count(self, name):
-        """One more of `dropped`, `bad_inputs` or `errors`."""
+        """
+        One more of `dropped`, `bad_inputs`, `errors` or `batched_frames`.
+
+        `batched_frames` counts frames inferred in one batch with other streams' frames.
+        """
         with self._lock:
             self.counts[name] += 1
-            if name != 'dropped':
+            if name in ('bad_inputs', 'errors'):
                 self._problems.append(time.monotonic())
 
     def processed(self, inference_ms, latency_ms):
