@@ -27,6 +27,11 @@ def run_node(program, make_node, startup_errors, args=None):
     except startup_errors as error:
         print(f'{program}: error: {error}', file=sys.stderr)
         code = 1
+    except Exception:
+        if rclpy.ok():
+            raise
+        # Ctrl-C during start: rclpy shut the context down under the half-made node, which
+        # then fails on its next call. A stop, not an error.
     finally:
         if node is not None:
             node.destroy_node()
