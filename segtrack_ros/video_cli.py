@@ -19,6 +19,7 @@ from segtrack_ros.render import COLOR_MODES, RenderConfig
 from segtrack_ros.segmenter import MODES, Segmenter, SegmenterConfig, SegmenterError
 from segtrack_ros.video_io import open_source, open_writer, read_frames, VideoError
 
+
 class UsageError(Exception):
     """Flags that contradict each other."""
 
@@ -98,7 +99,7 @@ def check_args(args):
         if value < 1:
             raise UsageError(f'{name} must be at least 1, got {value}')
     if args.imgsz % 32:
-        raise UsageError(f'--imgsz must be a multiple of 32 (the model\'s stride), '
+        raise UsageError(f'--imgsz must be a multiple of 32 (the stride of the model), '
                          f'got {args.imgsz}')
     if args.max_frames < 0 or args.trail_length < 0:
         raise UsageError('--max-frames and --trail-length cannot be negative')
