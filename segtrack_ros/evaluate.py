@@ -135,13 +135,16 @@ def evaluate(truths, results, class_names=CLASS_NAMES):
 
 
 def package_results(frames, config):
-    """Run the package's Segmenter over `frames`."""
+    """Run the package's Segmenter over `frames`; each instance's full-size `Detections.mask`."""
     segmenter = Segmenter(config)
     results = []
     for frame in frames:
         detections = segmenter.process(frame)
+        masks = np.zeros((len(detections), *frame.shape[:2]), bool)
+        for index, mask in enumerate(masks):
+            mask[:] = detections.mask(index)
         results.append(FrameResult(detections.ids, detections.class_ids, detections.scores,
-                                   detections.masks))
+                                   masks))
     return results
 
 

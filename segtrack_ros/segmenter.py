@@ -248,11 +248,14 @@ class Segmenter:
         return self._torch_thread.submit(function, *args).result()
 
     def _process(self, frames, streams):
+        from segtrack_ros.crop_predictor import CropPredictor  # masks made box by box
+
         config = self.config
         options = {
             'conf': config.conf, 'iou': config.iou, 'imgsz': config.imgsz,
             'max_det': config.max_det, 'classes': list(config.classes) or None,
-            'retina_masks': config.retina_masks, 'device': config.device, 'verbose': False}
+            'retina_masks': config.retina_masks, 'device': config.device, 'verbose': False,
+            'predictor': CropPredictor}
         if config.half:
             options['quantize'] = 16
         results = self._model.predict(frames, **options)

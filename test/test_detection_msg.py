@@ -60,7 +60,8 @@ def test_map_decodes_a_real_class_mask(scene_detections):
     assert (decoded == 'background').mean() > 0.5
     # Each instance's own pixels (where a higher score does not cover it) decode to its class.
     covered = np.zeros(frame.shape[:2], bool)
-    for mask, name in zip(detections.masks, detections.class_names):
+    for index, name in enumerate(detections.class_names):
+        mask = detections.mask(index)
         own = mask & ~covered
         assert set(decoded[own]) == {name}
         covered |= mask

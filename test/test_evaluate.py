@@ -3,7 +3,8 @@ The fidelity metrics, on ground truth and on the bundled model.
 
 Ground truth fed back as predictions scores perfectly; swapped ids and lost instances lower the
 right figures; the bundled model clears floors a little below its measured scores, and the
-package gives exactly what a direct ultralytics loop gives.
+package gives what a direct ultralytics loop gives: the same ids, every mask within an IoU of 0.98
+of ultralytics' own, and MOT figures within 0.005.
 """
 
 import numpy as np
@@ -89,12 +90,17 @@ def test_bundled_model_clears_its_floors_and_matches_ultralytics(clip):
     config = SegmenterConfig(model=str(BUNDLED_MODEL), device='cpu', mode='track', imgsz=320)
     package = package_results(frames, config)
     direct = direct_results(frames, config)
+    ious = []
     for mine, theirs in zip(package, direct):
         order = np.argsort(theirs.ids)
         np.testing.assert_array_equal(np.sort(mine.ids), theirs.ids[order])
-        np.testing.assert_array_equal(mine.masks[np.argsort(mine.ids)], theirs.masks[order])
+        pairs = iou_matrix(mine.masks[np.argsort(mine.ids)], theirs.masks[order])
+        ious.extend(np.diag(pairs))
+    assert len(ious) > CLIP_FRAMES and min(ious) >= 0.98, 'the tolerance of issue 13'
+    figures, theirs = evaluate(truths, package), evaluate(truths, direct)
+    for name in ('MOTA', 'IDF1', 'mostly tracked', 'mean matched mask IoU'):
+        assert abs(figures[name] - theirs[name]) <= 0.005, name
     # Measured on this clip: IoU 0.858, IDF1 0.949, MOTA 0.900, mean AP50 0.937.
-    figures = evaluate(truths, package)
     assert figures['mean matched mask IoU'] >= 0.83
     assert figures['IDF1'] >= 0.9
     assert figures['MOTA'] >= 0.85

@@ -1,8 +1,13 @@
 """Pixel tests of segtrack_ros.render on handcrafted detections."""
 
+import subprocess
+import sys
+
+import cv2
 import numpy as np
 import pytest
-from segtrack_ros.detections import Detections
+from segtrack_ros.detections import crops_of_masks, Detections
+from segtrack_ros.labels import instance_mask
 from segtrack_ros.render import auto_line_width, RenderConfig, Renderer, text_color
 from ultralytics.utils.plotting import colors
 
@@ -24,10 +29,9 @@ def square_detections(x1=X1, y1=Y1, x2=X2, y2=Y2, track_id=TRACK_ID, tracked=Tru
     """Make one instance whose mask is the square x1..x2-1 by y1..y2-1."""
     mask = np.zeros((1, HEIGHT, WIDTH), bool)
     mask[0, y1:y2, x1:x2] = True
-    return Detections(
-        ids=np.array([track_id]), class_ids=np.array([CLASS_ID]), class_names=('square',),
-        scores=np.array([0.87], np.float32), boxes=np.array([[x1, y1, x2, y2]], np.float32),
-        masks=mask, tracked=tracked)
+    return Detections.from_masks(
+        mask, ids=[track_id], class_ids=[CLASS_ID], class_names=('square',), scores=[0.87],
+        boxes=[[x1, y1, x2, y2]], tracked=tracked)
 
 
 def draw(frame=None, detections=None, **config):
@@ -178,3 +182,55 @@ def test_auto_line_width():
     assert auto_line_width((HEIGHT, WIDTH, 3)) == 2
     assert auto_line_width((1080, 1920, 3)) == 4
     assert draw_moving(frames=1, trail_length=0).shape == (HEIGHT, WIDTH, 3)
+
+
+def low_resolution_discs():
+    """Two overlapping discs at a 3 times lower resolution, letterboxed (as at imgsz 640)."""
+    masks = np.zeros((2, 96, 128), np.uint8)
+    cv2.circle(masks[0], (50, 50), 20, 1, -1)
+    cv2.circle(masks[1], (75, 45), 25, 1, -1)
+    crops, origins = crops_of_masks(masks.astype(bool))
+    return Detections(
+        ids=np.array([3, 9]), class_ids=np.array([CLASS_ID, 2]), class_names=('a', 'b'),
+        scores=np.array([0.9, 0.8], np.float32), boxes=np.zeros((2, 4), np.float32),
+        crops=crops, origins=origins, mask_shape=(96, 128), image_shape=(240, 384))
+
+
+def test_fill_covers_the_upscaled_masks_exactly():
+    detections = low_resolution_discs()
+    frame = np.full((240, 384, 3), GREY, np.uint8)
+    image = Renderer(RenderConfig(line_width=1, show_labels=False, mask_alpha=0.5)).draw(
+        frame, detections)
+    owner = instance_mask(detections)
+    outline = np.zeros((240, 384), bool)
+    for index in range(2):  # the outline is drawn over the fill, along each mask's edge
+        mask = detections.mask(index).astype(np.uint8)
+        outline |= cv2.morphologyEx(mask, cv2.MORPH_GRADIENT, np.ones((5, 5), np.uint8)) > 0
+    for value, key in ((3, CLASS_ID), (9, 2)):
+        expected = np.round(GREY * 0.5 + np.array(colors(key, True)) * 0.5)
+        inside = (owner == value) & ~outline
+        assert inside.sum() > 1000
+        np.testing.assert_allclose(image[inside], np.broadcast_to(expected, (inside.sum(), 3)),
+                                   atol=1)
+    assert np.all(image[(owner == 0) & ~outline] == GREY)
+
+
+def test_outline_follows_the_upscaled_mask():
+    detections = low_resolution_discs()
+    image = Renderer(RenderConfig(line_width=1, show_labels=False, mask_alpha=0.0)).draw(
+        np.full((240, 384, 3), GREY, np.uint8), detections)
+    drawn = np.any(image != GREY, axis=2)
+    edges = np.zeros((240, 384), np.uint8)
+    for index in range(2):
+        mask = detections.mask(index).astype(np.uint8)
+        edges |= cv2.morphologyEx(mask, cv2.MORPH_GRADIENT, np.ones((3, 3), np.uint8))
+    distance = cv2.distanceTransform(1 - edges, cv2.DIST_L2, 5)
+    assert drawn.sum() > 300
+    assert distance[drawn].max() <= 3, 'an outline pixel farther than one source pixel'
+
+
+def test_importing_render_loads_no_torch():
+    code = 'import sys, segtrack_ros.render; print("torch" in sys.modules)'
+    output = subprocess.run([sys.executable, '-c', code], capture_output=True, text=True,
+                            check=True).stdout
+    assert output.strip() == 'False'

@@ -2,7 +2,10 @@
 Tests of segtrack_ros.segmenter against ultralytics itself, with real (untrained) models.
 
 An untrained yaml model gets random weights each time it is built, so the module builds one,
-saves it, and both the segmenter and the plain ultralytics reference load that same file.
+saves it, and both the segmenter and the plain ultralytics reference load that same file. The
+segmenter gives the same instances (ids, classes, scores, boxes) exactly; its masks, made box by
+box at the model's resolution, match ultralytics' own upscaled ones (`ops.scale_masks`) to within
+the tolerance of issue 13: a mask IoU of at least 0.98 per instance.
 """
 
 import socket
@@ -10,10 +13,9 @@ import time
 
 from conftest import UNTRAINED_CONF
 import cv2
-from hypothesis import given, settings, strategies as st
 import numpy as np
 import pytest
-from segtrack_ros.detections import Detections, upscale_masks
+from segtrack_ros.detections import Detections
 from segtrack_ros.segmenter import (
     resolve_device, Segmenter, SegmenterConfig, SegmenterError)
 from segtrack_ros.video_io import read_frames
@@ -22,6 +24,7 @@ from ultralytics import YOLO
 from ultralytics.utils import ops
 
 IMGSZ = 160  # small, as this machine is slow: a 320x240 frame is inferred at 160x128
+MIN_IOU = 0.98  # of each instance's mask with ultralytics' upscaled mask
 TRACK_FRAMES = 4
 
 
@@ -71,14 +74,23 @@ def reference(result):
             'masks': masks[order], 'ids': ids}
 
 
+def mask_iou(a, b):
+    """Return the IoU of two bool masks (1 when both are empty)."""
+    union = np.count_nonzero(a | b)
+    return np.count_nonzero(a & b) / union if union else 1.0
+
+
 def assert_same(detections, expected):
     """Assert that `detections` hold what ultralytics returned, instance by instance."""
     assert np.all(np.diff(detections.scores) <= 0), 'detections are not sorted by score'
     order = canonical_order(detections.scores, detections.boxes)
+    # float noise only: ultralytics runs torch on another thread count than the segmenter
     np.testing.assert_allclose(detections.boxes[order], expected['boxes'], atol=1e-3)
     np.testing.assert_allclose(detections.scores[order], expected['scores'], rtol=1e-5)
     np.testing.assert_array_equal(detections.class_ids[order], expected['class_ids'])
-    np.testing.assert_array_equal(detections.masks[order], expected['masks'])
+    ious = [mask_iou(detections.mask(index), mask)
+            for index, mask in zip(order, expected['masks'])]
+    assert min(ious) >= MIN_IOU, ious
     if expected['ids'] is not None:
         np.testing.assert_array_equal(detections.ids[order], expected['ids'])
 
@@ -91,8 +103,8 @@ def test_predict_equals_ultralytics(weights, predictor, frames):
                                verbose=False)[0]
         assert len(detections) > 1, 'the untrained model should find random instances'
         assert len(detections) == len(result.boxes)
-        assert detections.masks.shape == (len(detections), *frame.shape[:2])
-        assert detections.masks.dtype == bool and not detections.tracked
+        assert detections.image_shape == frame.shape[:2] and not detections.tracked
+        assert detections.mask(0).shape == frame.shape[:2] and detections.mask(0).dtype == bool
         np.testing.assert_array_equal(detections.ids, np.arange(1, len(detections) + 1))
         assert detections.class_names == tuple(model.names[c] for c in detections.class_ids)
         assert_same(detections, reference(result))
@@ -164,8 +176,7 @@ def test_blank_frame_gives_empty_detections(predictor):
         detections = predictor.process(np.zeros((240, 320, 3), np.uint8))
     finally:
         predictor.update(conf=UNTRAINED_CONF)
-    assert len(detections) == 0
-    assert detections.masks.shape == (0, 240, 320)
+    assert len(detections) == 0 and detections.crops == ()
     assert detections.image_shape == (240, 320)
     assert detections.boxes.shape == (0, 4) and detections.ids.shape == (0,)
 
@@ -177,7 +188,7 @@ def test_strict_tracker_on_first_frames_never_raises(weights, frames):
         detections = segmenter.process(frame)
         assert detections.tracked
         assert len(detections) == 0
-        assert detections.masks.shape == (0, *frame.shape[:2])
+        assert detections.image_shape == frame.shape[:2]
 
 
 def test_resolve_device():
@@ -268,38 +279,21 @@ def test_torch_threads_restored(weights, frames):
         torch.set_num_threads(before)
 
 
-@settings(max_examples=200, deadline=None)
-@given(mask_shape=st.tuples(st.integers(1, 80), st.integers(1, 80)),
-       image_shape=st.tuples(st.integers(1, 700), st.integers(1, 700)),
-       count=st.integers(0, 3), seed=st.integers(0, 2**32 - 1))
-def test_upscale_masks_equals_ultralytics(mask_shape, image_shape, count, seed):
-    generator = np.random.default_rng(seed)
-    masks = np.zeros((count, *mask_shape), np.uint8)
-    for mask in masks:  # a block, a few stray pixels, or nothing
-        y, x = generator.integers(0, mask_shape[0]), generator.integers(0, mask_shape[1])
-        mask[y:y + generator.integers(0, 30), x:x + generator.integers(0, 30)] = 1
-        mask[generator.random(mask_shape) < 0.01] = 1
-    expected = (ops.scale_masks(torch.from_numpy(masks)[None], image_shape)[0] > 0.5).numpy()
-    np.testing.assert_array_equal(upscale_masks(masks, image_shape), expected)
-
-
 def disc_detections(height=240, width=320, centre=(150, 110), radius=50):
     """Make one instance whose mask is a filled disc."""
     mask = np.zeros((height, width), np.uint8)
     cv2.circle(mask, centre, radius, 1, -1)
     x, y = centre
-    return Detections(
-        ids=np.array([1]), class_ids=np.array([0]), class_names=('disc',),
-        scores=np.array([0.9], np.float32),
-        boxes=np.array([[x - radius, y - radius, x + radius + 1, y + radius + 1]], np.float32),
-        masks=mask[None].astype(bool))
+    return Detections.from_masks(
+        mask[None], ids=[1], class_ids=[0], class_names=('disc',), scores=[0.9],
+        boxes=[[x - radius, y - radius, x + radius + 1, y + radius + 1]])
 
 
 def test_polygons_enclose_the_mask():
     centre, radius = (150, 110), 50
     detections = disc_detections(centre=centre, radius=radius)
     (polygon,) = detections.polygons()
-    assert polygon.dtype == np.int32 and polygon.ndim == 2 and polygon.shape[1] == 2
+    assert polygon.dtype == np.float32 and polygon.ndim == 2 and polygon.shape[1] == 2
     area = cv2.contourArea(polygon)
     assert abs(area - np.pi * radius ** 2) < 0.05 * np.pi * radius ** 2
     distances = np.hypot(*(polygon - centre).T)
@@ -308,10 +302,9 @@ def test_polygons_enclose_the_mask():
 
 def test_polygons_of_empty_mask_and_no_instances():
     detections = disc_detections()
-    empty = Detections(
-        ids=detections.ids, class_ids=detections.class_ids, class_names=detections.class_names,
-        scores=detections.scores, boxes=detections.boxes,
-        masks=np.zeros_like(detections.masks))
+    empty = Detections.from_masks(
+        np.zeros((1, 240, 320), bool), ids=detections.ids, class_ids=detections.class_ids,
+        class_names=detections.class_names, scores=detections.scores, boxes=detections.boxes)
     (polygon,) = empty.polygons()
     assert polygon.shape == (0, 2)
     assert Detections.empty((240, 320)).polygons() == []
