@@ -2,9 +2,11 @@
 segtrack_node over real DDS.
 
 A node process, a test process publishing frames and collecting every output, and the core run
-in the test on the same frames as the reference.
+in the test on the same frames as the reference. The bundled shapes model on synthetic scenes
+gives real tracks and classes, so resets, ids and colours can be told apart.
 """
 
+from functools import lru_cache
 import signal
 import time
 
@@ -18,8 +20,9 @@ from rclpy.parameter import Parameter
 from rclpy.parameter_client import AsyncParameterClient
 from ros_harness import (BEST_EFFORT, make_frame, NodeProcess, ProbeNode, RELIABLE,
                          wait_until)
-from segtrack_ros import image_codec
-from segtrack_ros.segmenter import Segmenter, SegmenterConfig
+from segtrack_ros import image_codec, labels
+from segtrack_ros.segmenter import BUNDLED_MODEL, Segmenter, SegmenterConfig
+from segtrack_ros.synthetic import build_scene, render_frame, SceneConfig
 from segtrack_ros.transport import apply_large_data_profile
 from sensor_msgs.msg import CompressedImage, Image
 from std_srvs.srv import Trigger
@@ -47,11 +50,27 @@ def probe():
 
 
 @pytest.fixture(scope='module')
-def node_parameters(untrained_weights, permissive_tracker):
-    """Return the node's parameters: untrained weights, forced detections, tracking."""
-    return {'model': untrained_weights, 'device': 'cpu', 'conf': UNTRAINED_CONF, 'imgsz': 320,
-            'max_det': 6, 'mode': 'track', 'tracker': permissive_tracker, 'color_mode': 'track',
-            'mask_alpha': 0.0, 'line_width': 3}
+def node_parameters():
+    """Return the node's parameters: the bundled model, tracking, outlines only."""
+    return {'model': str(BUNDLED_MODEL), 'device': 'cpu', 'imgsz': 320, 'mode': 'track',
+            'color_mode': 'track', 'mask_alpha': 0.0, 'line_width': 3}
+
+
+@pytest.fixture(scope='module')
+def core(node_parameters):
+    """Return the reference: the core with the node's settings; each test uses its own streams."""
+    parameters = {key: node_parameters[key] for key in ('model', 'device', 'imgsz', 'mode')}
+    segmenter = Segmenter(SegmenterConfig(**parameters))
+    yield segmenter
+    segmenter.release()
+
+
+@lru_cache(maxsize=None)
+def scene_frame(seed, index):
+    """Return frame `index` of synthetic scene `seed`: about 3 to 8 shapes of 4 classes."""
+    frame, _ = render_frame(build_scene(SceneConfig(width=640, height=480, frames=40,
+                                                    seed=seed)), index)
+    return frame
 
 
 @pytest.fixture(scope='module')
@@ -117,6 +136,20 @@ def latest_diagnostics(collector, key):
     return None
 
 
+def detection_ids(outputs, header):
+    """Return the ids of the detections published for the frame of `header`."""
+    return [int(d.id) for d in outputs['detections'].by_stamp(header.stamp)[0].detections]
+
+
+def reset_tracks(probe):
+    """Call the node's ~/reset_tracker and check that it succeeded."""
+    call = probe.node.create_client(Trigger, f'{NODE}/reset_tracker')
+    assert call.wait_for_service(timeout_sec=TIMEOUT)
+    future = call.call_async(Trigger.Request())
+    assert wait_until(future.done) and future.result().success
+    probe.node.destroy_client(call)
+
+
 def set_parameters(probe, **values):
     """Set node parameters through the parameter service; return the results."""
     client = AsyncParameterClient(probe.node, NODE)
@@ -127,21 +160,15 @@ def set_parameters(probe, **values):
     return future.result().results
 
 
-def test_outputs_match_the_core(probe, segtrack, outputs, image_publisher, node_parameters):
+def test_outputs_match_the_core(probe, segtrack, outputs, image_publisher, core):
     """Every output arrives with the input header; content equals the core's output."""
     warm_up(probe, image_publisher, outputs)
-    call = probe.node.create_client(Trigger, f'{NODE}/reset_tracker')
-    assert call.wait_for_service(timeout_sec=TIMEOUT)
-    assert wait_until(call.call_async(Trigger.Request()).done)
-    parameters = {key: node_parameters[key] for key in
-                  ('model', 'device', 'conf', 'imgsz', 'max_det', 'mode', 'tracker')}
-    reference = Segmenter(SegmenterConfig(**parameters))
-    names = reference.class_names
-    for index in range(1, 5):
-        frame = make_frame(index)
+    reset_tracks(probe)
+    for index in range(1, 4):
+        frame = scene_frame(1, index)
         header = send_and_wait(probe, image_publisher, outputs, frame)
-        expected = reference.process(frame)
-        check_frame_outputs(outputs, header, frame, expected, names)
+        check_frame_outputs(outputs, header, frame, core.process(frame, 'outputs'),
+                            core.class_names)
     assert outputs['best_effort'].messages, 'a best-effort subscriber got no annotated image'
 
 
@@ -161,10 +188,13 @@ def check_frame_outputs(outputs, header, frame, expected, names):
         assert mask.header == header
     instance_ids = np.frombuffer(bytes(instance.data), np.uint16).reshape(height, width)
     class_ids = np.frombuffer(bytes(classes.data), np.uint16).reshape(height, width)
+    assert np.array_equal(instance_ids, labels.instance_mask(expected))
+    assert np.array_equal(class_ids, labels.class_mask(expected))
     detections = outputs['detections'].by_stamp(header.stamp)[0]
     assert detections.header == header
     assert [d.id for d in detections.detections] == [str(i) for i in expected.ids]
-    assert len(expected) > 0, 'the reference found nothing: the test would prove little'
+    assert len(expected) > 1, 'the reference found little: the test would prove little'
+    assert len(np.unique(instance_ids)) == len(expected) + 1  # every instance owns pixels
     name_to_id = {name: class_id for class_id, name in names.items()}
     for detection, score, box in zip(detections.detections, expected.scores, expected.boxes):
         hypothesis = detection.results[0].hypothesis
@@ -183,7 +213,7 @@ def check_frame_outputs(outputs, header, frame, expected, names):
     assert set(np.unique(instance_ids)) - {0} <= {int(d.id) for d in detections.detections}
 
 
-def test_outputs_overlapped_with_inference_match_the_core(probe, node_parameters):
+def test_outputs_overlapped_with_inference_match_the_core(probe, node_parameters, core):
     """With a core left free (one torch thread), outputs come from their own thread, unchanged."""
     namespace = '/cam_overlap'
     process = NodeProcess('segtrack_node', node_parameters, namespace,
@@ -197,78 +227,157 @@ def test_outputs_overlapped_with_inference_match_the_core(probe, node_parameters
             and node.count_subscribers(f'{namespace}/instance_mask') > 0, TIMEOUT), \
             process.output
         assert 'on their own thread' in process.output
-        parameters = {key: node_parameters[key] for key in
-                      ('model', 'device', 'conf', 'imgsz', 'max_det', 'mode', 'tracker')}
-        reference = Segmenter(SegmenterConfig(**parameters))
         for index in range(1, 4):
-            frame = make_frame(index)
+            frame = scene_frame(2, index)
             header = send_and_wait(probe, publisher, collectors, frame)
-            check_frame_outputs(collectors, header, frame, reference.process(frame),
-                                reference.class_names)
+            check_frame_outputs(collectors, header, frame, core.process(frame, 'overlapped'),
+                                core.class_names)
     finally:
         code, _ = process.stop()
     assert code == 0 and 'Traceback' not in process.output, process.output
 
 
+def drawn_colours(annotated, frame):
+    """Return the BGR colours of the annotated image that the input frame does not have."""
+    def colours(image):
+        return {tuple(int(v) for v in c) for c in np.unique(image.reshape(-1, 3), axis=0)}
+    return colours(annotated) - colours(frame)
+
+
 def test_colour_mode_and_thresholds_change_on_the_next_frame(
-        probe, segtrack, outputs, image_publisher):
-    """color_mode switches the colours; a high conf gives an empty, still-stamped detection."""
+        probe, segtrack, outputs, image_publisher, core):
+    """
+    color_mode switches the colours; a conf of 1 gives an empty, still-stamped detection.
+
+    The palette has 20 colours, so a class id and a track id can share one: only instances
+    whose two colours differ tell the modes apart, and the test needs some. After a reset the
+    same frame keeps the same ids.
+    """
     warm_up(probe, image_publisher, outputs)
-    frame = make_frame(7)
-    for color_mode in ('track', 'class'):
+    reset_tracks(probe)
+    class_ids = {name: class_id for class_id, name in core.class_names.items()}
+    frame = scene_frame(3, 5)
+    for color_mode, other in (('class', 'track'), ('track', 'class')):
         assert set_parameters(probe, color_mode=color_mode)[0].successful
         header = send_and_wait(probe, image_publisher, outputs, frame)
         annotated = image_codec.decode_image(outputs['annotated_image'].by_stamp(header.stamp)[0])
         detections = outputs['detections'].by_stamp(header.stamp)[0].detections
-        keys = ([int(d.id) for d in detections] if color_mode == 'track' else
-                [int(d.results[0].hypothesis.class_id) for d in detections])
-        drawn = {tuple(c) for c in np.unique(annotated.reshape(-1, 3), axis=0)}
-        assert any(colors(key, True) in drawn for key in keys), color_mode
+        keys = {'track': [int(d.id) for d in detections],
+                'class': [class_ids[d.results[0].hypothesis.class_id] for d in detections]}
+        expected = {colors(key, True) for key in keys[color_mode]}
+        wrong = {colors(key, True) for key in keys[other]} - expected
+        assert wrong, f'{color_mode}: every colour is in both modes, the check proves nothing'
+        drawn = drawn_colours(annotated, frame)
+        assert expected <= drawn, color_mode
+        assert not wrong & drawn, color_mode
 
-    assert set_parameters(probe, conf=0.99)[0].successful
+    assert set_parameters(probe, conf=1.0)[0].successful
     header = send_and_wait(probe, image_publisher, outputs, frame)
     empty = outputs['detections'].by_stamp(header.stamp)[0]
     assert empty.detections == [] and empty.header == header
     instance = outputs['instance_mask'].by_stamp(header.stamp)[0]
     assert not np.frombuffer(bytes(instance.data), np.uint16).any()
-    assert set_parameters(probe, conf=UNTRAINED_CONF, color_mode='track')[0].successful
+    assert set_parameters(probe, conf=0.25)[0].successful
+
+
+def test_classes_set_and_back_to_empty_at_run_time(probe, segtrack, outputs, image_publisher,
+                                                   core):
+    """
+    Classes [1] keeps squares only; [] (an empty list over rclpy) keeps every class again.
+
+    New tracks show from their second frame on, except on the first frame after a reset: the
+    tracks of the other classes start anew once they are kept again.
+    """
+    warm_up(probe, image_publisher, outputs)
+    reset_tracks(probe)
+    found = {}
+    for classes, frames in (([1], (3,)), ([], (4, 5))):
+        result = set_parameters(probe, classes=classes)[0]
+        assert result.successful, result.reason
+        for index in frames:
+            header = send_and_wait(probe, image_publisher, outputs, scene_frame(4, index))
+        detections = outputs['detections'].by_stamp(header.stamp)[0].detections
+        found[len(classes)] = {d.results[0].hypothesis.class_id for d in detections}
+    assert found[1] == {core.class_names[1]}, found
+    assert len(found[0]) > 1 and core.class_names[1] in found[0], found
 
 
 @pytest.mark.parametrize('values, reason', [
     ({'conf': 2.0}, 'conf'),
     ({'mode': 'banana'}, 'mode'),
     ({'model': 'other.pt'}, 'read-only'),
-    ({'mode': 'predict'}, 'color_mode track needs mode track'),
-    ({'tracker': 'no_such_tracker.yaml'}, 'not found'),
+    ({'color_mode': 'track', 'mode': 'predict'}, 'color_mode track needs mode track'),
+    ({'mode': 'track', 'tracker': 'no_such_tracker.yaml'}, 'not found'),
+    ({'imgsz': 100}, 'imgsz'),
+    ({'classes': [1, -2]}, 'classes'),
 ])
 def test_bad_parameters_at_run_time_are_refused(probe, segtrack, values, reason):
-    """Out-of-range, unknown, read-only and contradictory values are refused with a reason."""
-    result = set_parameters(probe, **values)[0]
+    """
+    Out-of-range, unknown, read-only and contradictory values are refused with a reason.
+
+    rclpy sets the parameters of one request one by one: the last one is the one refused.
+    """
+    *_, result = set_parameters(probe, **values)
     assert not result.successful
     assert reason in result.reason
 
 
-def test_reset_service_and_time_jump_restart_ids(probe, segtrack, outputs, image_publisher):
-    """After ~/reset_tracker, and after stamps jump backwards, track ids start again at 1."""
-    warm_up(probe, image_publisher, outputs)
-    for index in range(3):
-        send_and_wait(probe, image_publisher, outputs, make_frame(10 + index))
-    call = probe.node.create_client(Trigger, f'{NODE}/reset_tracker')
-    assert call.wait_for_service(timeout_sec=TIMEOUT)
-    future = call.call_async(Trigger.Request())
-    assert wait_until(future.done) and future.result().success
-    header = send_and_wait(probe, image_publisher, outputs, make_frame(20))
-    ids = [int(d.id) for d in outputs['detections'].by_stamp(header.stamp)[0].detections]
-    assert ids and min(ids) == 1
+def jumps_logged(process):
+    """Return how many times the node logged a backwards jump of the input stamps."""
+    return process.output.count('jumped backwards')
 
-    for index in range(3):
-        send_and_wait(probe, image_publisher, outputs, make_frame(21 + index))
-    past = probe.header()
-    past.stamp.sec -= 3600  # a looping bag: an hour back
-    send_and_wait(probe, image_publisher, outputs, make_frame(30), header=past)
-    ids = [int(d.id) for d in outputs['detections'].by_stamp(past.stamp)[0].detections]
-    assert ids and min(ids) == 1
-    assert wait_until(lambda: 'jumped backwards' in segtrack.output), segtrack.output
+
+def test_reset_service_and_time_jump_restart_ids(probe, segtrack, outputs, image_publisher,
+                                                 core):
+    """
+    After ~/reset_tracker, and after stamps jump back an hour, ids are those of a fresh start.
+
+    Before the reset the node sees a second scene, whose objects get ids past the first
+    scene's (from their second frame on): a node that did not reset would go on with those.
+    """
+    warm_up(probe, image_publisher, outputs)
+    reset_tracks(probe)
+    before = [send_and_wait(probe, image_publisher, outputs, frame) for frame in (
+        scene_frame(5, 0), scene_frame(5, 1), scene_frame(6, 0), scene_frame(6, 1))]
+    highest = max(max(detection_ids(outputs, header), default=0) for header in before)
+    reset_tracks(probe)
+    for index in (2, 3):
+        header = send_and_wait(probe, image_publisher, outputs, scene_frame(6, index))
+        expected = core.process(scene_frame(6, index), 'after-reset')
+        assert detection_ids(outputs, header) == expected.ids.tolist()
+        assert max(expected.ids) < highest  # without the reset the ids would go on
+
+    send_and_wait(probe, image_publisher, outputs, scene_frame(5, 2))
+    jumps = jumps_logged(segtrack)
+    for index in (4, 5):
+        past = probe.header()
+        past.stamp.sec -= 3600  # a looping bag: an hour back, then on from there
+        send_and_wait(probe, image_publisher, outputs, scene_frame(6, index), header=past)
+        expected = core.process(scene_frame(6, index), 'after-jump')
+        assert detection_ids(outputs, past) == expected.ids.tolist()
+    assert max(expected.ids) < highest
+    assert wait_until(lambda: jumps_logged(segtrack) == jumps + 1), segtrack.output
+
+
+def test_stamp_jitter_keeps_the_tracks(probe, segtrack, outputs, image_publisher, core):
+    """A stamp 5 ms behind the previous one (two drivers' clocks) is no jump: no reset, no log."""
+    warm_up(probe, image_publisher, outputs)
+    reset_tracks(probe)
+    jumps = jumps_logged(segtrack)
+    frames = (scene_frame(7, 0), scene_frame(7, 1), scene_frame(8, 1), scene_frame(8, 2))
+    stamps = []
+    for index, frame in enumerate(frames):
+        header = probe.header()
+        if index == 2:  # the new scene comes 5 ms behind the frame before
+            header.stamp.sec, header.stamp.nanosec = divmod(stamps[-1] - 5_000_000, 10**9)
+        stamps.append(header.stamp.sec * 10**9 + header.stamp.nanosec)
+        send_and_wait(probe, image_publisher, outputs, frame, header=header)
+        expected = core.process(frame, 'jitter')
+        assert detection_ids(outputs, header) == expected.ids.tolist(), index
+        if index == 2:  # a reset would show: fresh tracks number the new objects 1, 2, ...
+            fresh = core.process(frame, 'fresh-at-jitter')
+            assert set(fresh.ids) != set(expected.ids)
+    assert jumps_logged(segtrack) == jumps, segtrack.output
 
 
 def test_fast_publisher_is_dropped_not_queued(probe, segtrack, outputs, image_publisher):
@@ -341,6 +450,7 @@ def test_compressed_input(probe, untrained_weights):
     ({'device': 'cuda:0'}, 'CUDA'),
     ({'model': 'yolov8n.yaml'}, 'not a segmentation'),
     ({'tracker': 'missing_tracker.yaml'}, 'not found'),
+    ({'imgsz': 100}, 'imgsz'),
 ])
 def test_bad_parameters_at_start_exit_with_one_line(values, message):
     """A bad start is one clear error line and a non-zero exit, no traceback."""
@@ -370,12 +480,12 @@ def test_annotated_frame_is_the_frame_when_nothing_is_found(probe, segtrack, out
                                                             image_publisher):
     """With no detections the annotated image is the input, pixel for pixel."""
     warm_up(probe, image_publisher, outputs)
-    assert set_parameters(probe, conf=0.99)[0].successful
+    assert set_parameters(probe, conf=1.0)[0].successful
     frame = make_frame(80)
     header = send_and_wait(probe, image_publisher, outputs, frame)
     annotated = image_codec.decode_image(outputs['annotated_image'].by_stamp(header.stamp)[0])
     assert np.array_equal(annotated, frame)
-    assert set_parameters(probe, conf=UNTRAINED_CONF)[0].successful
+    assert set_parameters(probe, conf=0.25)[0].successful
     jpeg = image_codec.decode_compressed(
         outputs['annotated_image/compressed'].by_stamp(header.stamp)[0])
     _, reference = cv2.imencode('.jpg', frame, [cv2.IMWRITE_JPEG_QUALITY, 90])

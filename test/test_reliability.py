@@ -13,14 +13,22 @@ import textwrap
 import time
 
 from conftest import UNTRAINED_CONF, write_test_video
-from diagnostic_msgs.msg import DiagnosticArray
+from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus
 import numpy as np
 import pytest
 import rclpy
-from ros_harness import make_frame, NodeProcess, ProbeNode, wait_until
+from rclpy.parameter import Parameter
+from rclpy.parameter_client import AsyncParameterClient
+from rclpy.serialization import serialize_message
+from ros_harness import BIN, make_frame, NodeProcess, ProbeNode, wait_until
 from segtrack_ros import image_codec
+from segtrack_ros.segmenter import BUNDLED_MODEL
+from segtrack_ros.stats import WINDOW_SECONDS
+from segtrack_ros.synthetic import build_scene, render_frame, SceneConfig
 from segtrack_ros.transport import apply_large_data_profile
+from segtrack_ros.video_cli import main as video_main
 from sensor_msgs.msg import CompressedImage, Image
+from std_srvs.srv import Trigger
 from vision_msgs.msg import Detection2DArray
 
 TIMEOUT = 60.0
@@ -39,11 +47,11 @@ def probe():
         rclpy.try_shutdown()
 
 
-def start_node(probe, untrained_weights, namespace, **parameters):
+def start_node(probe, untrained_weights, namespace, environment=None, **parameters):
     """Start a segtrack_node in predict mode on the untrained weights; wait for it."""
     process = NodeProcess('segtrack_node', {
         'model': untrained_weights, 'device': 'cpu', 'conf': UNTRAINED_CONF, 'imgsz': 320,
-        'max_det': 4, 'mode': 'predict', **parameters}, namespace)
+        'max_det': 4, 'mode': 'predict', **parameters}, namespace, environment)
     topic = (f'{namespace}/image/compressed'
              if parameters.get('input_transport') == 'compressed' else f'{namespace}/image')
     assert probe.wait_for_graph(lambda node: node.count_subscribers(topic) > 0, TIMEOUT), \
@@ -58,6 +66,15 @@ def diagnostic_value(diagnostics, namespace, key):
             if status.name.startswith(f'{namespace}/segtrack_node'):
                 return int(next(v.value for v in status.values if v.key == key))
     return -1
+
+
+def diagnostic_level(diagnostics, namespace):
+    """Return the level of the node's latest /diagnostics status, or None before the first."""
+    for array in reversed(diagnostics.messages):
+        for status in array.status:
+            if status.name.startswith(f'{namespace}/segtrack_node'):
+                return status.level
+    return None
 
 
 def raw_message(probe, frame=None, **fields):
@@ -210,7 +227,7 @@ def test_failure_on_one_frame_is_logged_counted_and_passed(probe, untrained_weig
                                                    probe.header()))
         assert wait_until(lambda: diagnostic_value(diagnostics, namespace, 'errors') == 1)
         assert served(raw_message(probe))
-        assert 'publishing failed on a frame' in process.output
+        assert 'drawing or encoding failed on a frame' in process.output
     finally:
         code, _ = process.stop()
     assert code == 0 and 'Traceback' not in process.output, process.output
@@ -302,3 +319,182 @@ def test_node_opens_no_network_connection(untrained_weights):
                             timeout=TIMEOUT, env=environment, cwd=Path(untrained_weights).parent)
     assert result.returncode == 0, result.stderr
     assert 'network attempts: []' in result.stdout, result.stdout + result.stderr
+
+
+def test_resets_and_trail_changes_while_publishing_on_its_own_thread(probe, tmp_path):
+    """
+    ~/reset_tracker and trail_length changes in a loop while trails are drawn: no error.
+
+    With one torch thread a core is free and the node draws and publishes on its own thread,
+    overlapped with inference; the old node raised thousands of KeyErrors from the renderer
+    here within 4 s. The outputs must keep coming throughout.
+    """
+    namespace = '/race'
+    node = NodeProcess('segtrack_node', {
+        'model': str(BUNDLED_MODEL), 'device': 'cpu', 'imgsz': 320, 'mode': 'track',
+        'color_mode': 'track', 'trail_length': 10}, namespace,
+        environment={'OMP_NUM_THREADS': '1'})
+    try:
+        publisher = probe.publisher(Image, f'{namespace}/image')
+        annotated = probe.collect(Image, f'{namespace}/annotated_image')
+        diagnostics = probe.collect(DiagnosticArray, '/diagnostics')
+        assert probe.wait_for_graph(
+            lambda graph: graph.count_subscribers(f'{namespace}/image') > 0
+            and graph.count_subscribers(f'{namespace}/annotated_image') > 0, TIMEOUT), \
+            node.output
+        assert 'on their own thread' in node.output
+        reset = probe.node.create_client(Trigger, f'{namespace}/segtrack_node/reset_tracker')
+        parameters = AsyncParameterClient(probe.node, f'{namespace}/segtrack_node')
+        assert reset.wait_for_service(TIMEOUT) and parameters.wait_for_services(TIMEOUT)
+        scene = build_scene(SceneConfig(width=640, height=480, frames=40, seed=12))
+        frames = [render_frame(scene, index)[0] for index in range(40)]
+        counts, changes = [], 0
+        start = time.monotonic()
+        while (time.monotonic() - start < 4.0 or len(annotated.messages) < 15
+               ) and time.monotonic() - start < TIMEOUT:
+            publisher.publish(image_codec.to_image_msg(frames[changes % 40], 'bgr8',
+                                                       probe.header()))
+            for call in (reset.call_async(Trigger.Request()), parameters.set_parameters(
+                    [Parameter('trail_length', value=1 + changes % 10)])):
+                assert wait_until(call.done, 10.0)
+            changes += 1
+            counts.append(len(annotated.messages))
+        assert wait_until(lambda: diagnostic_value(diagnostics, namespace, 'processed') >= 15)
+        errors = diagnostic_value(diagnostics, namespace, 'errors')
+    finally:
+        code, _ = node.stop()
+    print(f'{changes} resets and trail changes, {counts[-1]} frames out')
+    assert errors == 0, node.output
+    assert 'KeyError' not in node.output and 'Traceback' not in node.output, node.output
+    assert code == 0
+    half = len(counts) // 2
+    assert counts[-1] > counts[half] > 0, counts  # the outputs kept coming to the end
+    assert changes >= 20
+
+
+def test_a_converter_fault_is_an_error_and_the_next_frame_is_processed(probe, untrained_weights):
+    """
+    A message that cannot be deserialized: an error line and count, WARN; the next frame works.
+
+    The fault comes from outside any image check (the converter of the serialized message
+    raises its own error) after a bad input; the inference thread survives both, and
+    /diagnostics returns to OK once they are older than its window.
+    """
+    namespace = '/converter_fault'
+    process = start_node(probe, untrained_weights, namespace)
+    try:
+        publisher = probe.publisher(Image, f'{namespace}/image')
+        detections = probe.collect(Detection2DArray, f'{namespace}/detections')
+        diagnostics = probe.collect(DiagnosticArray, '/diagnostics')
+
+        def served():
+            message = raw_message(probe)
+            publisher.publish(message)
+            return wait_until(lambda: detections.by_stamp(message.header.stamp), 10.0)
+
+        assert wait_until(served), process.output
+        assert wait_until(lambda: diagnostic_level(diagnostics, namespace)
+                          == DiagnosticStatus.OK)
+        publisher.publish(raw_message(probe, data=bytes(10)))  # a bad input first
+        assert wait_until(lambda: diagnostic_value(diagnostics, namespace, 'bad_inputs') == 1)
+        assert served(), process.output
+        publisher.publish(serialize_message(raw_message(probe))[:-40])  # cut short on the way
+        assert wait_until(lambda: diagnostic_value(diagnostics, namespace, 'errors') == 1), \
+            process.output
+        assert wait_until(lambda: diagnostic_level(diagnostics, namespace)
+                          == DiagnosticStatus.WARN)
+        assert served(), process.output
+        problems_at = time.monotonic()
+        assert wait_until(lambda: served() and diagnostic_level(diagnostics, namespace)
+                          == DiagnosticStatus.OK), process.output
+        assert time.monotonic() - problems_at > WINDOW_SECONDS - 1.5
+        assert diagnostic_value(diagnostics, namespace, 'errors') == 1
+        assert 'decoding failed on a frame' in process.output
+    finally:
+        code, _ = process.stop()
+    assert code == 0 and 'Traceback' not in process.output, process.output
+
+
+@pytest.fixture(scope='module')
+def without_lap(tmp_path_factory):
+    """Return an environment in which `lap` cannot be imported, as in a venv without it."""
+    folder = tmp_path_factory.mktemp('without_lap')
+    (folder / 'sitecustomize.py').write_text(
+        "import sys\n\nsys.modules['lap'] = None  # import lap: ModuleNotFoundError\n")
+    path = os.pathsep.join(filter(None, (str(folder), os.environ.get('PYTHONPATH'))))
+    environment = {'PYTHONPATH': path}
+    check = subprocess.run([sys.executable, '-c', 'import lap'], capture_output=True, text=True,
+                           env={**os.environ, **environment})
+    assert 'ModuleNotFoundError' in check.stderr, check.stderr
+    return environment
+
+
+def test_without_lap_the_node_predicts_and_refuses_tracking_in_one_line(
+        probe, untrained_weights, without_lap):
+    """No lap: predict mode starts and serves frames; track mode exits with one line."""
+    namespace = '/without_lap'
+    process = start_node(probe, untrained_weights, namespace, without_lap)
+    try:
+        publisher = probe.publisher(Image, f'{namespace}/image')
+        detections = probe.collect(Detection2DArray, f'{namespace}/detections')
+
+        def served():
+            message = raw_message(probe)
+            publisher.publish(message)
+            return wait_until(lambda: detections.by_stamp(message.header.stamp), 5.0)
+
+        assert wait_until(served), process.output
+    finally:
+        code, _ = process.stop()
+    assert code == 0 and 'Traceback' not in process.output, process.output
+
+    tracking = NodeProcess('segtrack_node', {'model': untrained_weights, 'device': 'cpu',
+                                             'mode': 'track'}, environment=without_lap)
+    assert tracking.wait(timeout=TIMEOUT) == 1, tracking.output
+    errors = [line for line in tracking.lines if line.startswith('segtrack_node: error')]
+    assert len(errors) == 1 and 'pip install lap' in errors[0], tracking.output
+    assert 'Traceback' not in tracking.output
+
+
+def test_without_lap_the_video_cli_predicts_and_refuses_tracking_in_one_line(
+        untrained_weights, test_video, without_lap, tmp_path):
+    """No lap: segtrack-video predicts; --mode track is one error line naming the fix."""
+    def run(mode):
+        output = tmp_path / f'{mode}.avi'
+        result = subprocess.run(
+            [str(BIN / 'segtrack-video'), str(test_video), '--model', untrained_weights,
+             '--conf', str(UNTRAINED_CONF), '--device', 'cpu', '--imgsz', '160', '--no-show',
+             '--max-frames', '2', '--mode', mode, '--output', str(output)],
+            capture_output=True, text=True, timeout=TIMEOUT, env={**os.environ, **without_lap})
+        return result, output
+
+    result, output = run('predict')
+    assert result.returncode == 0 and output.exists(), result.stderr
+    result, output = run('track')
+    assert result.returncode == 1, result.stderr
+    errors = [line for line in result.stderr.splitlines() if line.strip()]
+    assert len(errors) == 1 and errors[0].startswith('segtrack-video: error:'), result.stderr
+    assert 'pip install lap' in errors[0] and not output.exists()
+
+
+def test_video_cli_refuses_an_imgsz_that_is_not_a_multiple_of_32(test_video, tmp_path, capsys):
+    """--imgsz 100 is one error line before any work: the model's stride is 32."""
+    output = tmp_path / 'odd.avi'
+    with pytest.raises(SystemExit) as exit_info:
+        video_main([str(test_video), '--model', str(BUNDLED_MODEL), '--device', 'cpu',
+                    '--imgsz', '100', '--no-show', '--output', str(output)])
+    assert exit_info.value.code != 0
+    errors = capsys.readouterr().err.strip().splitlines()
+    assert len(errors) == 1 and 'multiple of 32' in errors[0] and '100' in errors[0], errors
+    assert not output.exists()
+
+
+def test_reading_the_parameter_table_loads_no_torch_or_ultralytics():
+    """`import segtrack_ros.params` (tools, the launch files) stays light: no torch, no model."""
+    script = ('import sys\nimport segtrack_ros.params\n'
+              "print(sorted({name.split('.')[0] for name in sys.modules} "
+              "& {'torch', 'ultralytics'}))")
+    result = subprocess.run([sys.executable, '-c', script], capture_output=True, text=True,
+                            timeout=TIMEOUT)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == '[]', result.stdout
