@@ -263,7 +263,8 @@ class SegTrackNode(LifecycleNode):
             self._pipeline.configure(self._render_config(new), **self._segmenter_values(new))
             if new['conf'] != old['conf']:
                 for camera in self._cameras:
-                    self._publish_label_info(camera)
+                    if camera.subscription is not None:  # inactive: activation announces it
+                        self._publish_label_info(camera)
         return SetParametersResult(successful=True)
 
     @staticmethod
