@@ -78,6 +78,7 @@ class Managed:
         self.events = probe.collect(TransitionEvent, f'{self.name}/transition_event')
         self.outputs = {topic: probe.collect(kind, f'{namespace}/{topic}')
                         for topic, kind in OUTPUTS.items()}
+        self.label_info = probe.collect(LabelInfo, f'{namespace}/label_info', LATCHED)
         self.diagnostics = probe.collect(DiagnosticArray, '/diagnostics')
         self.input_type = CompressedImage if transport == 'compressed' else Image
         suffix = '/compressed' if transport == 'compressed' else ''
@@ -251,14 +252,21 @@ def test_transitions_keep_the_tracks_and_publish_only_while_active(probe, manage
         time.sleep(0.5)
     assert wait_until(lambda: managed.status('state') == 'inactive')
     assert managed.output_count() == count, 'outputs while inactive'
+    announced = len(managed.label_info.messages)
+    assert managed.set_parameters(conf=0.26)[0].successful  # a new threshold: said when active
+    time.sleep(1.0)
+    assert len(managed.label_info.messages) == announced, 'label_info while inactive'
 
     assert managed.change(Transition.TRANSITION_ACTIVATE)
+    assert managed.label_info.wait_for_count(announced + 1, TIMEOUT)
+    assert managed.label_info.messages[-1].threshold == pytest.approx(0.26)
     after = [managed.send(frame) for frame in scene[10:14]]
     # The same objects keep their ids: the tracker was kept, not restarted at 1.
     pairs = same_objects(before[-1], after[0])
     assert len(pairs) >= 3 and all(old == new for old, new in pairs), pairs
     assert [(e.start_state.label, e.goal_state.label) for e in managed.events.messages[-2:]] \
         == [('inactive', 'activating'), ('activating', 'active')]
+    assert managed.set_parameters(conf=0.25)[0].successful
 
 
 def test_a_frame_in_the_pipeline_at_deactivate_is_not_published(probe, managed, scene):
