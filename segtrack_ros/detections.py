@@ -111,13 +111,27 @@ class Detections:
         Traced on the crop at the mask resolution and scaled, sub-pixel, to the input frame (as
         ultralytics' `masks.xy`, but through pixel centres).
         """
-        crop = self.crops[index]
-        if not crop.any():
-            return []
-        contours, _ = cv2.findContours(crop.view(np.uint8), cv2.RETR_EXTERNAL,
-                                       cv2.CHAIN_APPROX_SIMPLE)
-        offset = self.origins[index]
-        return [self.frame.to_image(contour.reshape(-1, 2) + offset) for contour in contours]
+        return self.outlines([index])[0]
+
+    def outlines(self, indices=None):
+        """Return the `contours` of every instance (or of `indices`), one list per instance."""
+        indices = range(len(self)) if indices is None else indices
+        traced, counts = [], []
+        for index in indices:
+            crop = self.crops[index]
+            found = (cv2.findContours(crop.view(np.uint8), cv2.RETR_EXTERNAL,
+                                      cv2.CHAIN_APPROX_SIMPLE)[0] if crop.size else ())
+            traced.extend(found)
+            counts.append(len(found))
+        if not traced:
+            return [[] for _ in counts]
+        lengths = [len(contour) for contour in traced]
+        points = np.concatenate(traced).reshape(-1, 2)
+        owners = np.repeat(np.asarray(indices), counts)
+        points = self.frame.to_image(points + np.repeat(self.origins[owners], lengths, axis=0))
+        contours = np.split(points, np.cumsum(lengths)[:-1])
+        starts = np.cumsum([0] + counts)
+        return [contours[start:stop] for start, stop in zip(starts[:-1], starts[1:])]
 
     def polygons(self):
         """
@@ -126,12 +140,8 @@ class Detections:
         The largest outer contour of each mask (see `contours`); an empty (0, 2) array for an
         empty mask. Computed on demand.
         """
-        polygons = []
-        for index in range(len(self)):
-            contours = self.contours(index)
-            polygons.append(max(contours, key=cv2.contourArea) if contours
-                            else np.zeros((0, 2), np.float32))
-        return polygons
+        return [max(contours, key=cv2.contourArea) if contours else np.zeros((0, 2), np.float32)
+                for contours in self.outlines()]
 
     def reach(self, index):
         """Rows and columns (slices) of the input frame that instance `index`'s mask can touch."""
@@ -181,7 +191,10 @@ class MaskFrame:
         if self.identity:
             return points.copy()
         scale, offset, limit = self._to_image
-        return np.clip(points * scale + offset, 0, limit)
+        points = points * scale
+        points += offset
+        np.maximum(points, 0, out=points)
+        return np.minimum(points, limit, out=points)
 
     @cached_property
     def _to_image(self):
@@ -192,13 +205,17 @@ class MaskFrame:
         offset = (0.5 - np.array([left, top], np.float32)) * scale - 0.5
         return scale, offset, np.array([image_width - 1, image_height - 1], np.float32)
 
-    def to_image_size(self, image):
-        """Bring an image of the mask frame to the input size: crop the content, resize nearest."""
+    def to_image_size(self, image, out=None):
+        """
+        Bring an image of the mask frame to the input size: crop the content, resize nearest.
+
+        `out`, an array of the result's size and type, may be written to and returned.
+        """
         if self.identity:
             return image
         top, left, bottom, right = self.content
         height, width = self.image_shape
-        return cv2.resize(image[top:bottom, left:right], (width, height),
+        return cv2.resize(image[top:bottom, left:right], (width, height), dst=out,
                           interpolation=cv2.INTER_NEAREST_EXACT)
 
 
@@ -280,8 +297,11 @@ def _exact_owners(detections, tap_rows, tap_cols, row_weight, col_weight):
             inside = (y >= 0) & (y < height) & (x >= 0) & (x < width)
             taps.append(flat[np.where(inside, starts + y * width + x, -1)])
     held = _bilinear_value(taps, row_weight[cells], col_weight[cells]) > 0.5
-    first = np.full((len(tap_rows), *held.shape[1:]), len(detections))
-    np.minimum.at(first, cells, np.where(held, instances[:, None, None], len(detections)))
+    # Pairs come by cell, then by instance, and every cell has one (an instance owns a tap):
+    # the first instance holding an output is the minimum over the cell's pairs.
+    groups = np.flatnonzero(np.concatenate(([True], cells[1:] != cells[:-1])))
+    first = np.minimum.reduceat(np.where(held, instances[:, None, None], len(detections)),
+                                groups, axis=0)
     return np.where(first < len(detections), first + 1, 0)
 
 

@@ -39,10 +39,10 @@ class OwnerImage:
     frame: object  # detections.MaskFrame
     fixes: tuple
 
-    def image(self, values):
+    def image(self, values, out=None):
         """Full-size image of `values[index]` per pixel (`values[0]` for the background)."""
         values = np.asarray(values)
-        image = self.frame.to_image_size(values[self.small])
+        image = self.frame.to_image_size(values[self.small], out)
         rows, cols, owners = self.fixes
         if len(rows):
             image[rows, cols] = values[owners]

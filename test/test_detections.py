@@ -3,8 +3,8 @@ Tests of segtrack_ros.detections: masks at the model's resolution, against ultra
 
 The crops are the masks ultralytics' segment predictor makes (`ops.process_mask`,
 `ops.process_mask_native`), made box by box; the full-size mask of an instance is ultralytics'
-`ops.scale_masks` upscaling of it, pixel for pixel, at any ratio (4K at imgsz 640 included); the
-outlines follow it within a pixel of the mask resolution.
+`ops.scale_masks` upscaling of it, pixel for pixel (but for float rounding at exact ties), at any
+ratio (4K at imgsz 640 included); the outlines follow it within a pixel of the mask resolution.
 """
 
 import cv2
@@ -105,10 +105,13 @@ def test_mask_equals_ultralytics_scale_masks(mask_shape, image_shape, count, see
         mask[y:y + generator.integers(0, 30), x:x + generator.integers(0, 30)] = 1
         mask[generator.random(mask_shape) < 0.01] = 1
     expected = (ops.scale_masks(torch.from_numpy(masks)[None], image_shape)[0] > 0.5).numpy()
+    # where an output weighs two source pixels alike, float rounding decides between 0.5 and not
+    values = ops.scale_masks(torch.from_numpy(masks).double()[None], image_shape)[0].numpy()
     detections = detections_of(masks, image_shape)
     for index in range(count):
         mask = detections.mask(index)
-        np.testing.assert_array_equal(mask, expected[index])
+        differ = mask != expected[index]
+        assert not (differ & (np.abs(values[index] - 0.5) > AMBIGUOUS)).any()
         rows, cols = detections.reach(index)
         assert mask[rows, cols].sum() == mask.sum(), 'a pixel outside the reach'
 

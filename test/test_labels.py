@@ -143,10 +143,10 @@ def painted(detections):
 
 @settings(max_examples=60, deadline=None)
 @given(mask_shape=st.tuples(st.integers(8, 48), st.integers(8, 48)),
-       scale=st.floats(1.0, 7.0), aspect=st.floats(0.5, 2.0), count=st.integers(1, 8),
+       scale=st.floats(0.4, 7.0), aspect=st.floats(0.5, 2.0), count=st.integers(1, 8),
        seed=st.integers(0, 2**32 - 1))
 def test_upscaled_label_images_are_the_upscaled_masks(mask_shape, scale, aspect, count, seed):
-    """Overlapping blobs at any upscale and letterbox: the masks of `Detections.mask`, exactly."""
+    """Overlapping blobs at any scale and letterbox: the masks of `Detections.mask`, exactly."""
     generator = np.random.default_rng(seed)
     height, width = mask_shape
     image_shape = (max(round(height * scale), 1), max(round(height * scale * aspect), 1))

@@ -1,0 +1,331 @@
+#!/usr/bin/env python3
+"""
+Masks against instance count and frame size: the package's cost next to the model's own.
+
+A crowd model (`crowd_model`: an untrained yolov8n-seg whose head is set to see class 0
+everywhere, with masks that fill their boxes) returns `max_det` instances on any frame: boxes
+of 40 px at imgsz 640 on a grid of 32 px, then 24 px boxes every 16 px, top rows first; with
+fewer than 240 instances the top of the frame. For 1, 10, 50, 100 and 300 instances and frames of
+768×576 and 1920×1080 (imgsz 640, predict), each size and count in its own process:
+
+- raw `model.predict` (stock ultralytics) and `Segmenter.process`, alternating frame by frame;
+- label images (`owner_image`, `instance_mask`, `class_mask`), `Renderer.draw` (default look)
+  and the JPEG encoding of the drawn frame (what the node publishes);
+- peak RSS of the process after the package's frames (model loaded, raw predict not yet run),
+  and after the raw predicts too.
+
+Then the whole programs at 300 instances: `segtrack-video` (its own summary's fps) against the
+old guide's loop (`tools/bench.py`'s `worker_guide`, `masks.xy` + `seg_bbox`), on a video of the
+same frames, each in its own process. Times are medians per frame; torch uses the package's
+thread count everywhere. Writes bench/masks.md (and prints it); videos go to output/bench_masks/.
+
+    .venv/bin/python tools/bench_masks.py [--frames 5] [--video-frames 30] [--output FILE]
+"""
+
+import argparse
+import json
+import os
+from pathlib import Path
+import re
+import resource
+import subprocess
+import sys
+import time
+
+os.environ.setdefault('YOLO_OFFLINE', '1')
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import bench  # noqa: E402 (tools/ is not a package)
+import numpy as np  # noqa: E402
+
+REPO = Path(__file__).resolve().parent.parent
+WORK = REPO / 'output' / 'bench_masks'
+COUNTS = (1, 10, 50, 100, 300)
+SIZES = ((768, 576), (1920, 1080))
+IMGSZ = 640
+SEED = 11
+# Per detection level (strides 8, 16, 32): class-0 logit and box side in strides. Level 32's
+# higher score puts its grid first; level 8 finds nothing.
+LEVELS = ((-20.0, 1.0), (2.0, 1.5), (3.0, 1.25))
+FPS = re.compile(r'\(([0-9.]+) fps\)')
+
+
+def crowd_model(path):
+    """
+    Save a yolov8n-seg that returns `max_det` instances on any frame at `path`; return `path`.
+
+    Built from the untrained `yolov8n-seg.yaml`: every head output is its bias. Class 0 gets a
+    high score at strides 32 and 16, each box side is fixed per stride (the DFL bins' bias gives
+    the expected distance), and mask coefficients and prototypes are positive, so each mask
+    fills its box (ultralytics drops instances with empty masks). Boxes are spread over the
+    frame; ultralytics' NMS (IoU 0.7) keeps them all, and `max_det` takes the first.
+    """
+    import torch
+    from ultralytics import YOLO
+
+    torch.manual_seed(0)
+    model = YOLO('yolov8n-seg.yaml')
+    head = model.model.model[-1]
+    with torch.no_grad():
+        for (logit, side), box, cls, coefficients in zip(LEVELS, head.cv2, head.cv3, head.cv4):
+            cls[2].weight.zero_()
+            cls[2].bias.fill_(-20.0)
+            cls[2].bias[0] = logit
+            box[2].weight.zero_()
+            box[2].bias.zero_()
+            bins = box[2].bias.view(4, head.reg_max)  # softmax over bins, in strides
+            distance = side / 2
+            low, fraction = int(distance), distance - int(distance)
+            bins[:, low] = 20.0 + np.log(1 - fraction)
+            if fraction:
+                bins[:, low + 1] = 20.0 + np.log(fraction)
+            coefficients[2].weight.zero_()
+            coefficients[2].bias.fill_(1.0)
+        proto = head.proto.cv3  # SiLU(BN(0)) = SiLU(1) > 0
+        proto.conv.weight.zero_()
+        proto.bn.weight.zero_()
+        proto.bn.bias.fill_(1.0)
+        proto.bn.running_mean.zero_()
+        proto.bn.running_var.fill_(1.0)
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    model.save(str(path))
+    return path
+
+
+def scene_frames(count, size):
+    """Return `count` frames of a generated scene, resized to `size` (width, height)."""
+    import cv2
+    from segtrack_ros.synthetic import SceneConfig, write_video
+    from segtrack_ros.video_io import open_source, read_frames
+
+    video = WORK / f'scene-{count}.avi'
+    if not video.exists():
+        WORK.mkdir(parents=True, exist_ok=True)
+        write_video(video, SceneConfig(frames=count, seed=SEED))
+    capture, _ = open_source(video)
+    try:
+        return [cv2.resize(frame, size) for frame in read_frames(capture)]
+    finally:
+        capture.release()
+
+
+def peak_rss_mb():
+    """Return this process's peak RSS so far, MB."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def worker(args):
+    """Time one size and count: the package's steps, then raw predict against process."""
+    import cv2
+    from segtrack_ros import labels
+    from segtrack_ros.render import RenderConfig, Renderer
+    from segtrack_ros.segmenter import Segmenter, SegmenterConfig
+    import torch
+
+    frames = scene_frames(args.frames, tuple(args.size))
+    segmenter = Segmenter(SegmenterConfig(model=args.model, device='cpu', mode='predict',
+                                          imgsz=IMGSZ, max_det=args.count))
+    renderer = Renderer(RenderConfig())
+    steps = {'labels': [], 'draw': [], 'encode': []}
+    instances = []
+    for frame in [frames[0]] + frames:  # the first run warms the caches up
+        detections = segmenter.process(frame)
+        start = time.perf_counter()
+        owner = labels.owner_image(detections)
+        labels.instance_mask(detections, owner)
+        labels.class_mask(detections, owner)
+        drawn = time.perf_counter()
+        annotated = renderer.draw(frame, detections, owner)
+        encoded = time.perf_counter()
+        cv2.imencode('.jpg', annotated)
+        steps['labels'].append(drawn - start)
+        steps['draw'].append(encoded - drawn)
+        steps['encode'].append(time.perf_counter() - encoded)
+        instances.append(len(detections))
+    package_rss = peak_rss_mb()
+    model, threads = bench._model(args.model, IMGSZ, frames[0], args.threads, track=False)
+    settings = {'imgsz': IMGSZ, 'max_det': args.count, 'verbose': False,
+                **bench._predict_settings()}
+    model.predict(frames[0], **settings)
+    torch.set_num_threads(threads)
+    predict, process = [], []
+    for frame in frames:  # alternating, so that both see the same load
+        start = time.perf_counter()
+        model.predict(frame, **settings)
+        torch.set_num_threads(threads)
+        predict.append(time.perf_counter() - start)
+        start = time.perf_counter()
+        segmenter.process(frame)
+        process.append(time.perf_counter() - start)
+    figures = {name: 1000 * float(np.median(times[1:])) for name, times in steps.items()}
+    figures.update(predict=1000 * float(np.median(predict)),
+                   process=1000 * float(np.median(process)), instances=min(instances[1:]),
+                   package_rss=package_rss, total_rss=peak_rss_mb(), threads=threads)
+    return figures
+
+
+def run_worker(model, size, count, frames, threads):
+    """Run `worker` for one size and count in its own process; return its figures."""
+    command = [sys.executable, __file__, '--worker', '--model', str(model), '--size',
+               *map(str, size), '--count', str(count), '--frames', str(frames),
+               '--threads', str(threads)]
+    done = subprocess.run(command, capture_output=True, text=True)
+    if done.returncode != 0:
+        raise RuntimeError(f'worker {size} x {count} failed: {done.stderr.strip()[-2000:]}')
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def whole_programs(model, size, frames, threads):
+    """Run segtrack-video and the guide's loop (predict, track) on one video; return fps rows."""
+    import cv2
+
+    video = WORK / f'scene-{size[0]}x{size[1]}-{frames}.avi'
+    if not video.exists():
+        writer = cv2.VideoWriter(str(video), cv2.VideoWriter_fourcc(*'MJPG'), 30.0, size)
+        for frame in scene_frames(frames, size):
+            writer.write(frame)
+        writer.release()
+    rows = {}
+    for mode in ('predict', 'track'):
+        guide = bench.run_worker(f'guide-{mode}', str(model), IMGSZ, video, frames, threads)
+        rows[f'guide {mode}'] = {'fps': guide['frames'] / guide['seconds'],
+                                 'peak_rss_mb': guide['peak_rss_mb']}
+        rows[f'segtrack-video {mode}'] = segtrack_video(model, video, mode, frames, threads)
+    return rows
+
+
+def segtrack_video(model, video, mode, frames, threads):
+    """Run the segtrack-video console script; return its own fps and its peak RSS."""
+    command = [str(Path(sys.executable).parent / 'segtrack-video'), str(video), '--model',
+               str(model), '--imgsz', str(IMGSZ), '--mode', mode, '--device', 'cpu',
+               '--no-show', '--max-frames', str(frames), '--output',
+               str(WORK / f'{video.stem}-{mode}.avi')]
+    environment = {**os.environ, 'OMP_NUM_THREADS': str(threads)}
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                               text=True, env=environment)
+    stdout, stderr = bench._communicate_with_rusage(process)
+    match = FPS.search(stdout)
+    if process.returncode != 0 or not match:
+        raise RuntimeError(f'segtrack-video failed: {stderr.strip()[-2000:]}')
+    return {'fps': float(match.group(1)), 'peak_rss_mb': process.peak_rss_mb}
+
+
+def render_report(rows, programs, run):
+    """Render bench/masks.md."""
+    lines = ['| frame | instances | `model.predict` ms | `Segmenter.process` ms | process / '
+             'predict | label images ms | `Renderer.draw` ms | JPEG encode ms | peak RSS MB '
+             '(package / + raw predict) |', '|---|---:|---:|---:|---:|---:|---:|---:|---:|']
+    for (size, count), row in rows.items():
+        lines.append(
+            f'| {size[0]}×{size[1]} | {row["instances"]} | {row["predict"]:.0f} | '
+            f'{row["process"]:.0f} | {row["process"] / row["predict"]:.2f} | '
+            f'{row["labels"]:.1f} | {row["draw"]:.1f} | {row["encode"]:.1f} | '
+            f'{row["package_rss"]:.0f} / {row["total_rss"]:.0f} |')
+    program_lines = ['| frame (300 instances) | program | frames/s | peak RSS MB |',
+                     '|---|---|---:|---:|']
+    for size, found in programs.items():
+        for name, row in found.items():
+            program_lines.append(f'| {size[0]}×{size[1]} | {name} | {row["fps"]:.2f} | '
+                                 f'{row["peak_rss_mb"]:.0f} |')
+    return f"""# Masks against instance count and frame size
+
+`tools/bench_masks.py` ({run['date']}, {run['minutes']:.1f} min) on {run['machine']}. Load
+average (1/5/15 min) before and after: {run['loads']}. The machine is shared: compare within a
+row (the two models alternate frame by frame) rather than across runs.
+
+A crowd model (`crowd_model`, untrained yolov8n-seg with its head set to see class 0 everywhere,
+masks filling their boxes) returns `max_det` instances on any frame; imgsz {IMGSZ}, predict,
+torch on {run['threads']} thread(s), median of {run['frames']} frames of a generated scene. Label
+images: owner image, `instance_mask` and `class_mask`; draw: the default look (fill, outline,
+label); JPEG: `cv2.imencode` of the drawn frame. Peak RSS: the process after the package's
+frames (model loaded), then after the raw predicts too.
+
+{chr(10).join(lines)}
+
+Whole programs at 300 instances, {run['video_frames']} frames of the same scene (MJPG), each in its
+own process: `segtrack-video` (its summary's fps: read, segment, draw + write in three threads)
+against the old guide's loop (`tools/bench.py` `worker_guide`: predict or track, `masks.xy`,
+`seg_bbox`, write, one after the other).
+
+{chr(10).join(program_lines)}
+
+Targets:
+
+{targets(rows, programs)}
+"""
+
+
+def targets(rows, programs):
+    """Return the pass/fail lines of issue 13's targets."""
+    lines = []
+    worst = max(rows.items(), key=lambda item: item[1]['process'] / item[1]['predict'])
+    (size, count), row = worst
+    ratio = row['process'] / row['predict']
+    lines.append(f'- `Segmenter.process` ≤ 1.1 × `model.predict` at every count and size: worst '
+                 f'{ratio:.2f} ({size[0]}×{size[1]}, {count}) → {_verdict(ratio <= 1.1)}')
+    big = rows.get(((1920, 1080), 300))
+    if big:
+        total = big['labels'] + big['draw']
+        lines.append(f'- label images + draw ≤ 15 ms at 1080p / 300: {total:.1f} ms → '
+                     f'{_verdict(total <= 15)}')
+    for size in SIZES:
+        found = [row['package_rss'] for (at, _), row in rows.items() if at == size]
+        if found:
+            spread = max(found) - min(found)
+            lines.append(f'- peak RSS flat within 100 MB from 1 to 300 instances at '
+                         f'{size[0]}×{size[1]}: {spread:.0f} MB → {_verdict(spread <= 100)}')
+    for size, found in programs.items():
+        for mode in ('predict', 'track'):
+            ratio = found[f'segtrack-video {mode}']['fps'] / found[f'guide {mode}']['fps']
+            lines.append(f'- segtrack-video ≥ 1.3 × guide at {size[0]}×{size[1]} / 300 '
+                         f'({mode}): {ratio:.2f} → {_verdict(ratio >= 1.3)}')
+    return '\n'.join(lines)
+
+
+def _verdict(passed):
+    return 'PASS' if passed else 'FAIL'
+
+
+def main():
+    """Build the crowd model, run every size and count, write bench/masks.md."""
+    parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0].strip())
+    parser.add_argument('--frames', type=int, default=5, help='frames per size and count')
+    parser.add_argument('--video-frames', type=int, default=30,
+                        help='frames of the whole-program runs')
+    parser.add_argument('--output', type=Path, default=REPO / 'bench' / 'masks.md')
+    parser.add_argument('--worker', action='store_true', help=argparse.SUPPRESS)
+    parser.add_argument('--model', help=argparse.SUPPRESS)
+    parser.add_argument('--size', type=int, nargs=2, help=argparse.SUPPRESS)
+    parser.add_argument('--count', type=int, help=argparse.SUPPRESS)
+    parser.add_argument('--threads', type=int, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.worker:
+        print(json.dumps(worker(args)))
+        return
+    started, date = time.monotonic(), time.strftime('%Y-%m-%d %H:%M')
+    loads = [bench.load_average()]
+    threads = bench.package_threads()
+    model = crowd_model(WORK / 'crowd-seg.pt')
+    rows, programs = {}, {}
+    for size in SIZES:
+        for count in COUNTS:
+            print(f'bench_masks: {size[0]}x{size[1]}, {count} instances ...', flush=True)
+            rows[size, count] = run_worker(model, size, count, args.frames, threads)
+            print(f'bench_masks:   {rows[size, count]}', flush=True)
+    for size in SIZES:
+        print(f'bench_masks: whole programs at {size[0]}x{size[1]} ...', flush=True)
+        programs[size] = whole_programs(model, size, args.video_frames, threads)
+        print(f'bench_masks:   {programs[size]}', flush=True)
+    loads.append(bench.load_average())
+    report = render_report(rows, programs, {
+        'date': date, 'minutes': (time.monotonic() - started) / 60, 'machine': bench.machine(),
+        'loads': '; '.join(loads), 'threads': threads, 'frames': args.frames,
+        'video_frames': args.video_frames})
+    print('\n' + report)
+    args.output.parent.mkdir(parents=True, exist_ok=True)
+    args.output.write_text(report)
+    print(f'bench_masks: wrote {args.output}')
+
+
+if __name__ == '__main__':
+    main()
