@@ -6,12 +6,14 @@ One generated 768x576 video (`segtrack_ros.synthetic`, MJPG) and a bag (MCAP) of
 as the video decodes them, as `sensor_msgs/Image` bgr8 on `/camera/image_raw`. Per model (the
 bundled shapes model at imgsz 320, the untrained yolov8n-seg at 640), both console scripts run
 in track mode with their defaults: segtrack-video writes an MJPG video; segtrack-bag writes all
-five outputs and copies the input. Each run is its own process; the two alternate, `--repeat`
-times, and each run's fps is the one its own summary prints (processing, not start-up). The best
-run of each counts, against load from other processes on the machine. Writes bench/bag.md (and
-prints it); the video, the bag and the logs go to output/bench_bag/.
+five outputs and copies the input (and, in a third run, writes the outputs only: `--no-copy`).
+Each run is its own process; the three alternate, `--repeat` times, and each run's fps is the
+one its own summary prints (processing, not start-up). The best run of each counts, against load
+from other processes on the machine. Writes bench/bag.md (and prints it); the video, the bag and
+the logs go to output/bench_bag/.
 
-    .venv/bin/python tools/bench_bag.py [--frames 150] [--repeat 2] [--output bench/bag.md]
+    .venv/bin/python tools/bench_bag.py [--frames 150] [--repeat 2] [--threads N]
+                                        [--output bench/bag.md]
 """
 
 import argparse
@@ -77,55 +79,74 @@ def run(command, log):
     return float(FPS.search(stdout).group(1)), usage.ru_utime + usage.ru_stime
 
 
+KINDS = {'video': 'segtrack-video', 'bag': 'segtrack-bag', 'no-copy': 'segtrack-bag --no-copy'}
+
+
 def bench_model(model, imgsz, video, bag, repeat):
-    """Alternate segtrack-video and segtrack-bag runs; return each one's fps and CPU time."""
+    """Alternate the three kinds of run; return each one's (fps, CPU s) and the bag's size."""
     flags = ['--model', model, '--imgsz', str(imgsz), '--mode', 'track']
     name = Path(model).stem
-    runs = {'video': [], 'bag': []}
+    runs = {kind: [] for kind in KINDS}
     size = 0
     for attempt in range(repeat):
         output = WORK / f'{name}-{imgsz}.avi'
         runs['video'].append(run(
             [str(BIN / 'segtrack-video'), str(video), *flags, '--output', str(output),
              '--no-show'], WORK / f'video-{name}-{imgsz}-{attempt}.log'))
-        output = WORK / f'{name}-{imgsz}-bag'
-        shutil.rmtree(output, ignore_errors=True)
-        runs['bag'].append(run(
-            [str(BIN / 'segtrack-bag'), str(bag), str(output), '--topic', TOPIC, *flags],
-            WORK / f'bag-{name}-{imgsz}-{attempt}.log'))
-        size = sum(path.stat().st_size for path in output.iterdir())
-        shutil.rmtree(output)
-        print(f'bench_bag: {name} @{imgsz} run {attempt + 1}: video {runs["video"][-1][0]:.2f}'
-              f' fps, bag {runs["bag"][-1][0]:.2f} fps', flush=True)
+        for kind, extra in (('bag', []), ('no-copy', ['--no-copy'])):
+            output = WORK / f'{name}-{imgsz}-{kind}'
+            shutil.rmtree(output, ignore_errors=True)
+            runs[kind].append(run(
+                [str(BIN / 'segtrack-bag'), str(bag), str(output), '--topic', TOPIC, *flags,
+                 *extra], WORK / f'{kind}-{name}-{imgsz}-{attempt}.log'))
+            if kind == 'bag':
+                size = sum(path.stat().st_size for path in output.iterdir())
+            shutil.rmtree(output)
+        print(f'bench_bag: {name} @{imgsz} run {attempt + 1}: ' + ', '.join(
+            f'{kind} {runs[kind][-1][0]:.2f} fps' for kind in KINDS), flush=True)
     return runs, size
 
 
-def report(rows, frames, repeat, loads):
+def write_cost_ms(size, frames):
+    """System time (ms) that writing `size` / `frames` bytes to a file in WORK costs a frame."""
+    block = os.urandom(size // frames)
+    before = os.times()
+    with open(WORK / 'write-test.bin', 'wb') as output:
+        for _ in range(frames):
+            output.write(block)
+    after = os.times()
+    (WORK / 'write-test.bin').unlink()
+    return (after.system - before.system) / frames * 1000
+
+
+def report(rows, args, loads):
     """Return the Markdown report."""
+    threads = args.threads or "the package's own count"
     lines = [
         '# segtrack-bag against segtrack-video (`tools/bench_bag.py`)', '',
-        f'{time.strftime("%Y-%m-%d %H:%M")}, {os.cpu_count()} cores, no GPU; '
-        f'{frames} generated 768x576 frames, the same pixels for both (the bag holds the '
-        "video's decoded frames as bgr8 Images, MCAP); track mode, ByteTrack, conf 0.25; best "
-        f"of {repeat} alternating runs, fps as each tool's summary prints it. Load average "
-        f'before / after: {loads[0]:.2f} / {loads[1]:.2f}.', '',
-        '| model | imgsz | segtrack-video fps | segtrack-bag fps | bag path costs | '
-        'CPU s, video / bag | all runs, fps (video; bag) | output bag |',
-        '|---|---|---|---|---|---|---|---|']
+        f'{time.strftime("%Y-%m-%d %H:%M")}, {os.cpu_count()} cores, no GPU, torch threads: '
+        f'{threads}; {args.frames} generated 768x576 frames, the same pixels for every run (the '
+        "bag holds the video's decoded frames as bgr8 Images, MCAP); track mode, ByteTrack, "
+        f"conf 0.25; best of {args.repeat} alternating runs, fps as each tool's summary prints "
+        f'it. Load average before / after: {loads[0]:.2f} / {loads[1]:.2f}.', '',
+        '| model | imgsz | segtrack-video fps | segtrack-bag fps (cost) | '
+        'segtrack-bag --no-copy fps (cost) | all runs, fps (video; bag; no-copy) | '
+        'output bag |',
+        '|---|---|---|---|---|---|---|']
     for (model, imgsz), (runs, size) in rows:
-        video = max(fps for fps, _ in runs['video'])
-        bag = max(fps for fps, _ in runs['bag'])
-        cpu = [min(seconds for _, seconds in runs[kind]) for kind in ('video', 'bag')]
-        every = '; '.join(', '.join(f'{fps:.2f}' for fps, _ in runs[kind])
-                          for kind in ('video', 'bag'))
-        lines.append(f'| {Path(model).name} | {imgsz} | {video:.2f} | {bag:.2f} | '
-                     f'{(video / bag - 1) * 100:+.1f} % | {cpu[0]:.1f} / {cpu[1]:.1f} | '
-                     f'{every} | {size / 2**20:.0f} MiB |')
-    lines += ['', 'Cost = time per frame of the bag path over the video path, minus 1. CPU s = '
-              'user + system time of the whole process (start-up included; the least of the '
-              'runs). The bag run writes every output of the node (annotated image raw and '
-              'JPEG, both label images, detections) and copies the input topic; the video run '
-              'writes one MJPG video.']
+        best = {kind: max(fps for fps, _ in runs[kind]) for kind in KINDS}
+        every = '; '.join(', '.join(f'{fps:.1f}' for fps, _ in runs[kind]) for kind in KINDS)
+        costs = [f'{best[kind]:.1f} ({(best["video"] / best[kind] - 1) * 100:+.0f} %)'
+                 for kind in ('bag', 'no-copy')]
+        lines.append(f'| {Path(model).name} | {imgsz} | {best["video"]:.1f} | {costs[0]} | '
+                     f'{costs[1]} | {every} | {size / 2**20 / args.frames:.1f} MiB/frame |')
+    size = rows[-1][1][1]
+    lines += ['', "Cost = time per frame over the video path's, minus 1. The bag run writes "
+              'every output of the node (annotated image raw and JPEG, both label images, '
+              'detections) and copies the input topic; the video run writes one MJPG video. '
+              f'Writing {size / 2**20 / args.frames:.1f} MiB (one frame of the output bag) to '
+              f'a plain file costs {write_cost_ms(size, args.frames):.1f} ms of system time on '
+              "this machine's disk."]
     return '\n'.join(lines) + '\n'
 
 
@@ -135,14 +156,19 @@ def main():
     parser.add_argument('--frames', type=int, default=150)
     parser.add_argument('--repeat', type=int, default=2)
     parser.add_argument('--output', type=Path, default=REPO / 'bench' / 'bag.md')
+    parser.add_argument('--threads', type=int,
+                        help='torch threads (OMP_NUM_THREADS) of every run; default: the '
+                             "package's own count")
     args = parser.parse_args()
+    if args.threads:
+        os.environ['OMP_NUM_THREADS'] = str(args.threads)
     WORK.mkdir(parents=True, exist_ok=True)
     video, bag = prepare_inputs(args.frames)
     loads = [os.getloadavg()[0]]
     rows = [((model, imgsz), bench_model(model, imgsz, video, bag, args.repeat))
             for model, imgsz in MODELS]
     loads.append(os.getloadavg()[0])
-    text = report(rows, args.frames, args.repeat, loads)
+    text = report(rows, args, loads)
     args.output.write_text(text)
     print(text, end='')
 
