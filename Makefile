@@ -49,9 +49,14 @@ model: $(STAMP)
 eval: $(STAMP)
 	$(PY) -m segtrack_ros.evaluate
 
-# The package against the model's own speed and the guide's loop; writes bench/results.md.
+# Every benchmark, each writing its table to bench/: the package against the model and the
+# guide's loop (results.md), masks as instances and pixels grow (masks.md), several cameras
+# (cameras.md), segtrack-bag against segtrack-video (bag.md).
 bench: $(STAMP)
 	$(PY) tools/bench.py
+	$(PY) tools/bench_masks.py
+	$(PY) tools/bench_cameras.py
+	$(PY) tools/bench_bag.py
 
 # The node's memory over 10 minutes at 30 Hz.
 soak: $(STAMP)
