@@ -103,7 +103,7 @@ class Renderer:
         else:
             image = frame.copy()
         self._update_trails(detections)
-        sizes = {}  # of the label texts, by text
+        boxes = {}  # label boxes drawn so far, by text and colour
         for index, (color, contours) in enumerate(zip(palette, detections.outlines())):
             if not contours:
                 continue
@@ -113,12 +113,10 @@ class Renderer:
                 self._draw_trail(image, detections.ids[index], color, width)
             if config.show_labels:
                 top = min(contours, key=lambda c: c[:, 1].min())
-                text = self.label(detections, index)
-                if text not in sizes:
-                    sizes[text] = cv2.getTextSize(text, cv2.FONT_HERSHEY_SIMPLEX, width / 3,
-                                                  max(width - 1, 1))
-                self._draw_label(image, text, sizes[text], top[top[:, 1].argmin()], color,
-                                 width)
+                key = self.label(detections, index), color
+                if key not in boxes:
+                    boxes[key] = _label_box(*key, width)
+                _paste_label(image, boxes[key], top[top[:, 1].argmin()])
         return image
 
     def _filled(self, frame, owner, palette):
@@ -158,14 +156,32 @@ class Renderer:
         points = np.round(np.array(self._trails[int(track_id)])).astype(np.int32)
         cv2.polylines(image, [points], False, color, width, LINE_TYPE)
 
-    def _draw_label(self, image, text, size, anchor, color, width):
-        """Draw a filled label box centred on the mask's top point, as `seg_bbox` placed it."""
-        scale, thickness = width / 3, max(width - 1, 1)
-        (text_w, text_h), baseline = size  # cv2.getTextSize of the text at this scale
-        pad = max(width, 3)
-        x = min(max(int(anchor[0]) - text_w // 2, pad), max(image.shape[1] - text_w - pad, pad))
-        y = min(max(int(anchor[1]) - pad, text_h + pad), image.shape[0] - baseline - pad)
-        cv2.rectangle(image, (x - pad, y - text_h - pad), (x + text_w + pad, y + baseline + pad),
-                      color, -1)
-        cv2.putText(image, text, (x, y), cv2.FONT_HERSHEY_SIMPLEX, scale, text_color(color),
-                    thickness, LINE_TYPE)
+
+def _label_box(text, color, width):
+    """
+    Draw the label box of `text` in `color` on its own: (image, text height, baseline, pad).
+
+    Drawn once a frame per text and colour, and pasted at each instance that has it.
+    """
+    scale, thickness = width / 3, max(width - 1, 1)
+    (text_width, text_height), baseline = cv2.getTextSize(
+        text, cv2.FONT_HERSHEY_SIMPLEX, scale, thickness)
+    pad = max(width, 3)
+    box = np.empty((text_height + baseline + 2 * pad + 1, text_width + 2 * pad + 1, 3), np.uint8)
+    box[:] = color
+    cv2.putText(box, text, (pad, pad + text_height), cv2.FONT_HERSHEY_SIMPLEX, scale,
+                text_color(color), thickness, LINE_TYPE)
+    return box, text_height, baseline, pad
+
+
+def _paste_label(image, label, anchor):
+    """Paste a `_label_box` centred on the mask's top point `anchor`, as `seg_bbox` placed it."""
+    box, text_height, baseline, pad = label
+    height, width = image.shape[:2]
+    text_width = box.shape[1] - 2 * pad - 1
+    x = min(max(int(anchor[0]) - text_width // 2, pad), max(width - text_width - pad, pad))
+    y = min(max(int(anchor[1]) - pad, text_height + pad), height - baseline - pad)
+    left, top = x - pad, y - text_height - pad
+    rows = slice(max(top, 0), min(top + box.shape[0], height))
+    cols = slice(max(left, 0), min(left + box.shape[1], width))
+    image[rows, cols] = box[rows.start - top:rows.stop - top, cols.start - left:cols.stop - left]

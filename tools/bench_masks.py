@@ -143,16 +143,23 @@ def worker(args):
         steps['encode'].append(time.perf_counter() - encoded)
         instances.append(len(detections))
     package_rss = peak_rss_mb()
-    model, threads = bench._model(args.model, IMGSZ, frames[0], args.threads, track=False)
+    # The raw model runs on the segmenter's torch thread: OpenMP keeps a worker pool per
+    # calling thread, and two pools on two cores slow each other down (see `Segmenter`).
+    on_torch_thread = segmenter._on_torch_thread
+    model, threads = on_torch_thread(bench._model, args.model, IMGSZ, frames[0], args.threads,
+                                     False)
     settings = {'imgsz': IMGSZ, 'max_det': args.count, 'verbose': False,
                 **bench._predict_settings()}
-    model.predict(frames[0], **settings)
-    torch.set_num_threads(threads)
+
+    def raw(frame):
+        model.predict(frame, **settings)
+        torch.set_num_threads(threads)
+
+    on_torch_thread(raw, frames[0])
     predict, process = [], []
     for frame in frames:  # alternating, so that both see the same load
         start = time.perf_counter()
-        model.predict(frame, **settings)
-        torch.set_num_threads(threads)
+        on_torch_thread(raw, frame)
         predict.append(time.perf_counter() - start)
         start = time.perf_counter()
         segmenter.process(frame)
@@ -229,9 +236,12 @@ def render_report(rows, programs, run):
                                  f'{row["peak_rss_mb"]:.0f} |')
     return f"""# Masks against instance count and frame size
 
-`tools/bench_masks.py` ({run['date']}, {run['minutes']:.1f} min) on {run['machine']}. Load
-average (1/5/15 min) before and after: {run['loads']}. The machine is shared: compare within a
-row (the two models alternate frame by frame) rather than across runs.
+`tools/bench_masks.py` ({run['date']}, {run['minutes']:.1f} min) on:
+{run['machine']}.
+
+Load average (1/5/15 min) before and after: {run['loads']}. The machine is shared: compare
+within a row (raw predict and the segmenter alternate frame by frame, on one torch thread)
+rather than across runs.
 
 A crowd model (`crowd_model`, untrained yolov8n-seg with its head set to see class 0 everywhere,
 masks filling their boxes) returns `max_det` instances on any frame; imgsz {IMGSZ}, predict,
