@@ -15,7 +15,7 @@ against `Segmenter.process` in a loop. Writes bench/cameras.md (and prints it); 
 output/bench/cameras/.
 
     .venv/bin/python tools/bench_cameras.py [--cameras 1 2 4] [--seconds 10] [--device cpu]
-        [--model M] [--imgsz N]
+        [--model M] [--imgsz N] [--threads N] [--output FILE]
 
 `--device cuda` runs the same on a GPU.
 """
@@ -265,8 +265,13 @@ def main():
     parser.add_argument('--device', default='cpu')
     parser.add_argument('--model', default=str(TRAINED))
     parser.add_argument('--imgsz', type=int, default=320)
+    parser.add_argument('--threads', type=int,
+                        help='torch threads of every node and of the batch rows (sets '
+                             "OMP_NUM_THREADS for all processes); default: the package's own")
     parser.add_argument('--output', type=Path, default=REPO / 'bench' / 'cameras.md')
     args = parser.parse_args()
+    if args.threads:
+        os.environ['OMP_NUM_THREADS'] = str(args.threads)
 
     import rclpy
     from rclpy.executors import SingleThreadedExecutor
