@@ -4,6 +4,7 @@ Real ROS plumbing for the DDS tests.
 Node processes, a test node that spins in a thread, and subscriptions that collect what arrives.
 """
 
+from contextlib import contextmanager
 import os
 from pathlib import Path
 import signal
@@ -16,6 +17,7 @@ import numpy as np
 import rclpy
 from rclpy.executors import SingleThreadedExecutor
 from rclpy.qos import QoSProfile, ReliabilityPolicy
+from segtrack_ros.transport import apply_large_data_profile
 from std_msgs.msg import Header
 
 BIN = Path(sys.executable).parent
@@ -152,6 +154,23 @@ class ProbeNode:
         """Stop spinning and destroy the node."""
         self._executor.shutdown()
         self.node.destroy_node()
+
+
+@contextmanager
+def running_probe(name):
+    """
+    Start rclpy and a `ProbeNode` called `name`; stop both afterwards.
+
+    The probe publishes with the large-data profile, as video_publisher and cameras do.
+    """
+    apply_large_data_profile()
+    rclpy.init()
+    node = ProbeNode(name)
+    try:
+        yield node
+    finally:
+        node.destroy()
+        rclpy.try_shutdown()
 
 
 def make_frame(index, width=768, height=576):

@@ -25,13 +25,11 @@ import time
 from lifecycle_msgs.msg import Transition
 from lifecycle_msgs.srv import ChangeState, GetState
 import pytest
-import rclpy
 from rclpy.parameter import parameter_value_to_python
 from rclpy.parameter_client import AsyncParameterClient
-from ros_harness import make_frame, ProbeNode, RELIABLE, wait_until
+from ros_harness import make_frame, RELIABLE, running_probe, wait_until
 from segtrack_ros import image_codec
 from segtrack_ros.segmenter import BUNDLED_MODEL
-from segtrack_ros.transport import apply_large_data_profile
 from sensor_msgs.msg import CompressedImage, Image
 from test_colcon_build import build, prefix  # noqa: F401 (fixtures: the colcon-built prefix)
 from vision_msgs.msg import Detection2DArray
@@ -235,14 +233,8 @@ def start(environment, tmp_path):
 @pytest.fixture(scope='module')
 def probe():
     """Make the test's own node; it publishes with the large-data profile, as video_publisher."""
-    apply_large_data_profile()
-    rclpy.init()
-    node = ProbeNode('launch_probe')
-    try:
+    with running_probe('launch_probe') as node:
         yield node
-    finally:
-        node.destroy()
-        rclpy.try_shutdown()
 
 
 @pytest.fixture(scope='module')

@@ -16,15 +16,13 @@ from lifecycle_msgs.msg import State, Transition, TransitionEvent
 from lifecycle_msgs.srv import ChangeState, GetAvailableStates, GetAvailableTransitions, GetState
 import numpy as np
 import pytest
-import rclpy
 from rclpy.parameter import Parameter
 from rclpy.parameter_client import AsyncParameterClient
 from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
-from ros_harness import NodeProcess, ProbeNode, wait_until
+from ros_harness import NodeProcess, running_probe, wait_until
 from segtrack_ros import image_codec
 from segtrack_ros.segmenter import BUNDLED_MODEL
 from segtrack_ros.synthetic import generate_scene, SceneConfig
-from segtrack_ros.transport import apply_large_data_profile
 from sensor_msgs.msg import CompressedImage, Image
 from test_image_codec import gray_png
 from vision_msgs.msg import Detection2DArray, LabelInfo
@@ -40,14 +38,8 @@ LATCHED = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE,
 @pytest.fixture(scope='module')
 def probe():
     """Make the test's own node; it publishes with the large-data profile, as cameras do."""
-    apply_large_data_profile()
-    rclpy.init()
-    node = ProbeNode('segtrack_lifecycle_test')
-    try:
+    with running_probe('segtrack_lifecycle_test') as node:
         yield node
-    finally:
-        node.destroy()
-        rclpy.try_shutdown()
 
 
 @pytest.fixture(scope='module')

@@ -13,12 +13,10 @@ import time
 from diagnostic_msgs.msg import DiagnosticArray
 import numpy as np
 import pytest
-import rclpy
-from ros_harness import NodeProcess, ProbeNode, wait_until
+from ros_harness import NodeProcess, running_probe, wait_until
 from segtrack_ros import image_codec
 from segtrack_ros.segmenter import BUNDLED_MODEL, Segmenter, SegmenterConfig
 from segtrack_ros.synthetic import generate_scene, SceneConfig
-from segtrack_ros.transport import apply_large_data_profile
 from sensor_msgs.msg import CompressedImage, Image
 from std_srvs.srv import Trigger
 from vision_msgs.msg import Detection2DArray
@@ -34,14 +32,8 @@ NODE = f'{NAMESPACE}/segtrack_node'
 @pytest.fixture(scope='module')
 def probe():
     """Make the test's own node; it publishes with the large-data profile, as cameras do."""
-    apply_large_data_profile()
-    rclpy.init()
-    node = ProbeNode('segtrack_cameras_test')
-    try:
+    with running_probe('segtrack_cameras_test') as node:
         yield node
-    finally:
-        node.destroy()
-        rclpy.try_shutdown()
 
 
 def scene(seed, width, height, frames=24):

@@ -15,15 +15,12 @@ import cv2
 from diagnostic_msgs.msg import DiagnosticArray
 import numpy as np
 import pytest
-import rclpy
 from rclpy.parameter import Parameter
 from rclpy.parameter_client import AsyncParameterClient
-from ros_harness import (BEST_EFFORT, make_frame, NodeProcess, ProbeNode, RELIABLE,
-                         wait_until)
+from ros_harness import BEST_EFFORT, make_frame, NodeProcess, RELIABLE, running_probe, wait_until
 from segtrack_ros import image_codec, labels
 from segtrack_ros.segmenter import BUNDLED_MODEL, Segmenter, SegmenterConfig
 from segtrack_ros.synthetic import build_scene, render_frame, SceneConfig
-from segtrack_ros.transport import apply_large_data_profile
 from sensor_msgs.msg import CompressedImage, Image
 from std_srvs.srv import Trigger
 from ultralytics.utils.plotting import colors
@@ -39,14 +36,8 @@ TIMEOUT = 60.0
 @pytest.fixture(scope='module')
 def probe():
     """Make the test's own node; it publishes with the large-data profile, as video_publisher."""
-    apply_large_data_profile()
-    rclpy.init()
-    node = ProbeNode()
-    try:
+    with running_probe('segtrack_test') as node:
         yield node
-    finally:
-        node.destroy()
-        rclpy.try_shutdown()
 
 
 @pytest.fixture(scope='module')

@@ -16,16 +16,14 @@ from conftest import UNTRAINED_CONF, write_test_video
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus
 import numpy as np
 import pytest
-import rclpy
 from rclpy.parameter import Parameter
 from rclpy.parameter_client import AsyncParameterClient
 from rclpy.serialization import serialize_message
-from ros_harness import BIN, make_frame, NodeProcess, ProbeNode, wait_until
+from ros_harness import BIN, make_frame, NodeProcess, running_probe, wait_until
 from segtrack_ros import image_codec
 from segtrack_ros.segmenter import BUNDLED_MODEL
 from segtrack_ros.stats import WINDOW_SECONDS
 from segtrack_ros.synthetic import build_scene, render_frame, SceneConfig
-from segtrack_ros.transport import apply_large_data_profile
 from segtrack_ros.video_cli import main as video_main
 from sensor_msgs.msg import CompressedImage, Image
 from std_srvs.srv import Trigger
@@ -37,14 +35,8 @@ TIMEOUT = 60.0
 @pytest.fixture(scope='module')
 def probe():
     """Make the test's own node."""
-    apply_large_data_profile()
-    rclpy.init()
-    node = ProbeNode('reliability_test')
-    try:
+    with running_probe('reliability_test') as node:
         yield node
-    finally:
-        node.destroy()
-        rclpy.try_shutdown()
 
 
 def start_node(probe, untrained_weights, namespace, environment=None, **parameters):
