@@ -232,13 +232,14 @@ def test_a_fast_stream_does_not_starve_a_slow_one(segmenter):
     pipeline = FramePipeline(segmenter, TRACKING, streams=('fast', 'slow'))
     runner = LiveRunner(pipeline, deliveries, lambda stream: {'detections'})
     sent = {'fast': 0, 'slow': 0}
+    frames = [scene_frame(9, index) for index in range(40)]  # made before: sending is fast
     try:
         deadline = time.monotonic() + TIMEOUT
         while len(deliveries.of('fast')) < 6 and time.monotonic() < deadline:
             for stream in ('fast', 'slow') if sent['fast'] % 5 == 0 else ('fast',):
-                runner.put(stream, scene_frame(9, sent[stream] % 40))
+                runner.put(stream, frames[sent[stream] % 40])
                 sent[stream] += 1
-            time.sleep(0.01)
+            time.sleep(0.001)  # far faster than any inference, so frames must be dropped
     finally:
         runner.close()
     processed = {stream: pipeline.streams[stream].stats.counts['processed'] for stream in sent}
