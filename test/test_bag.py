@@ -30,6 +30,7 @@ from rosbags.typesys import get_types_from_msg, get_typestore, Stores
 from segtrack_ros import bag_cli, image_codec
 from segtrack_ros.bag_io import (BagError, camera_name, check_namespace, output_topics,
                                  OUTPUT_TYPES, output_typestore, share_directory, STORAGES)
+from segtrack_ros.pipeline import OUTPUTS
 from segtrack_ros.transport import apply_large_data_profile
 from sensor_msgs.msg import CompressedImage, Image
 from std_msgs.msg import Header, String
@@ -242,6 +243,11 @@ def test_sqlite3_output_holds_the_same_messages(annotated, inputs, model_flags, 
     assert 'storage_identifier: sqlite3' in (output / 'metadata.yaml').read_text()
     assert (output / f'{output.name}.db3').is_file()
     assert decoded_bag(output) == decoded_bag(annotated['sqlite3'][0])
+
+
+def test_outputs_are_the_pipelines():
+    """The bag writes every output the pipeline makes, no other."""
+    assert set(OUTPUT_TYPES) == set(OUTPUTS)
 
 
 def test_output_types_are_the_installed_definitions():
