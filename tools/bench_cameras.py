@@ -189,7 +189,7 @@ def batch_against_sequential(video, args):
     capture.release()
     segmenter = Segmenter(SegmenterConfig(model=args.model, device=args.device,
                                           imgsz=args.imgsz, mode='track'))
-    rows, index = [], 0
+    rows = []
     try:
         for count in args.cameras:
             batch, streams = frames[:count], camera_names(count)
