@@ -314,7 +314,7 @@ def test_three_cameras_a_flooding_one_starves_nobody(probe):
         # Typically the inference in progress and the next one (its outputs may come before the
         # slow camera's); at worst a frame still on its way through DDS misses one more.
         assert sorted(waits)[len(waits) // 2] <= 2 and max(waits) <= 5, waits
-        assert len(left.outputs['detections'].messages) > 10
+        assert len(left.outputs['detections'].messages) >= len(waits)  # served all along
         for camera in trio:
             for message in camera.outputs['instance_mask'].messages:
                 assert message.header.frame_id == camera.frame_id
