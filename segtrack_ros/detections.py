@@ -116,22 +116,35 @@ class Detections:
     def outlines(self, indices=None):
         """Return the `contours` of every instance (or of `indices`), one list per instance."""
         indices = range(len(self)) if indices is None else indices
-        traced, counts = [], []
+        points, lengths, owners = self.outline_points(indices)
+        contours = np.split(points, np.cumsum(lengths)[:-1]) if len(lengths) else []
+        starts = np.searchsorted(owners, indices, 'left')
+        stops = np.searchsorted(owners, indices, 'right')
+        return [contours[start:stop] for start, stop in zip(starts, stops)]
+
+    def outline_points(self, indices=None):
+        """
+        Return the `contours` of instances `indices` (default all, ascending) in one piece.
+
+        (points, lengths, owners): all contours' (P, 2) float32 points in input pixels, one
+        after the other, the number of points of each contour, and the instance of each.
+        """
+        indices = range(len(self)) if indices is None else indices
+        traced, owners = [], []
         for index in indices:
             crop = self.crops[index]
-            found = (cv2.findContours(crop.view(np.uint8), cv2.RETR_EXTERNAL,
-                                      cv2.CHAIN_APPROX_SIMPLE)[0] if crop.size else ())
-            traced.extend(found)
-            counts.append(len(found))
-        if not traced:
-            return [[] for _ in counts]
-        lengths = [len(contour) for contour in traced]
+            if crop.size:  # crops are trimmed to their set pixels: only an empty one is empty
+                found = cv2.findContours(crop.view(np.uint8), cv2.RETR_EXTERNAL,
+                                         cv2.CHAIN_APPROX_SIMPLE)[0]
+                traced.extend(found)
+                owners.extend([index] * len(found))
+        lengths = np.array([len(contour) for contour in traced], np.intp)
+        owners = np.array(owners, np.intp)
+        if not len(traced):
+            return np.zeros((0, 2), np.float32), lengths, owners
         points = np.concatenate(traced).reshape(-1, 2)
-        owners = np.repeat(np.asarray(indices), counts)
         points = self.frame.to_image(points + np.repeat(self.origins[owners], lengths, axis=0))
-        contours = np.split(points, np.cumsum(lengths)[:-1])
-        starts = np.cumsum([0] + counts)
-        return [contours[start:stop] for start, stop in zip(starts[:-1], starts[1:])]
+        return points, lengths, owners
 
     def polygons(self):
         """
@@ -240,12 +253,16 @@ def corner_owners(detections, owner):
     # Cell (r, c) holds the outputs whose first taps are source pixel (r, c); the taps past the
     # last row and column repeat it, as torch clamps them.
     owner = np.pad(owner[top:bottom, left:right], ((0, 1), (0, 1)), mode='edge')
-    a, b, c, d = owner[:-1, :-1], owner[:-1, 1:], owner[1:, :-1], owner[1:, 1:]
-    straight = ((a == b) & (c == d)) | ((a == c) & (b == d))
+    across = owner[:, :-1] == owner[:, 1:]  # a pixel and its right neighbour alike
+    down = owner[:-1] == owner[1:]  # a pixel and the one below alike
+    rows_alike = across[:-1] & across[1:]  # the cell's top pair alike, and its bottom pair
+    uniform = rows_alike & down[:, :-1]
+    straight = np.logical_or(rows_alike, down[:, :-1] & down[:, 1:], out=rows_alike)
     # a straight edge is a nearest copy too, but for outputs weighing both sides about equally
     ties = (_tie_cells(height, frame.image_shape[0])[:, None]
             | _tie_cells(width, frame.image_shape[1])[None, :])
-    cell_rows, cell_cols = np.nonzero(~straight | (ties & ~((a == b) & (a == c) & (a == d))))
+    ties &= ~uniform
+    cell_rows, cell_cols = np.nonzero(ties | ~straight)
     rows, row_weight, row_valid = _cell_outputs(cell_rows, height, frame.image_shape[0])
     cols, col_weight, col_valid = _cell_outputs(cell_cols, width, frame.image_shape[1])
     weights = row_weight[:, :, None], col_weight[:, None, :]

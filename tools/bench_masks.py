@@ -17,9 +17,11 @@ fewer than 240 instances the top of the frame. For 1, 10, 50, 100 and 300 instan
 Then the whole programs at 300 instances: `segtrack-video` (its own summary's fps) against the
 old guide's loop (`tools/bench.py`'s `worker_guide`, `masks.xy` + `seg_bbox`), on a video of the
 same frames, each in its own process. Times are medians per frame; torch uses the package's
-thread count everywhere. Writes bench/masks.md (and prints it); videos go to output/bench_masks/.
+thread count everywhere (`--threads` sets it). Writes bench/masks.md (and prints it); videos go
+to output/bench_masks/.
 
-    .venv/bin/python tools/bench_masks.py [--frames 5] [--video-frames 30] [--output FILE]
+    .venv/bin/python tools/bench_masks.py [--frames 5] [--video-frames 30] [--threads N]
+                                          [--output FILE]
 """
 
 import argparse
@@ -307,13 +309,17 @@ def main():
     parser.add_argument('--model', help=argparse.SUPPRESS)
     parser.add_argument('--size', type=int, nargs=2, help=argparse.SUPPRESS)
     parser.add_argument('--count', type=int, help=argparse.SUPPRESS)
-    parser.add_argument('--threads', type=int, help=argparse.SUPPRESS)
+    parser.add_argument('--threads', type=int,
+                        help='torch threads of every process (sets OMP_NUM_THREADS); default: '
+                             "the package's own count")
     args = parser.parse_args()
     if args.worker:
         print(json.dumps(worker(args)))
         return
     started, date = time.monotonic(), time.strftime('%Y-%m-%d %H:%M')
     loads = [bench.load_average()]
+    if args.threads:
+        os.environ['OMP_NUM_THREADS'] = str(args.threads)
     threads = bench.package_threads()
     model = crowd_model(WORK / 'crowd-seg.pt')
     rows, programs = {}, {}
