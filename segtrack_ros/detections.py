@@ -262,7 +262,7 @@ def corner_owners(detections, owner):
     ties = (_tie_cells(height, frame.image_shape[0])[:, None]
             | _tie_cells(width, frame.image_shape[1])[None, :])
     ties &= ~uniform
-    cell_rows, cell_cols = np.nonzero(ties | ~straight)
+    cell_rows, cell_cols = np.divmod(np.flatnonzero(ties | ~straight), width)
     rows, row_weight, row_valid = _cell_outputs(cell_rows, height, frame.image_shape[0])
     cols, col_weight, col_valid = _cell_outputs(cell_cols, width, frame.image_shape[1])
     weights = row_weight[:, :, None], col_weight[:, None, :]

@@ -57,9 +57,10 @@ def owner_image(detections):
     """
     small = np.zeros(detections.mask_shape,
                      np.uint16 if len(detections) < MAX_LABEL else np.int64)
+    crops, origins = detections.crops, detections.origins.tolist()
     for index in reversed(range(len(detections))):  # the highest score is painted last, on top
-        crop, (x, y) = detections.crops[index], detections.origins[index]
-        small[y:y + crop.shape[0], x:x + crop.shape[1]][crop] = index + 1
+        crop, (x, y) = crops[index], origins[index]
+        np.copyto(small[y:y + crop.shape[0], x:x + crop.shape[1]], index + 1, where=crop)
     return OwnerImage(small, detections.frame, corner_owners(detections, small))
 
 

@@ -8,6 +8,7 @@ a label box with a readable text colour, colours by class or by track id, option
 
 from collections import deque
 from dataclasses import dataclass
+from functools import lru_cache
 
 import cv2
 import numpy as np
@@ -66,17 +67,18 @@ class Renderer:
     def __init__(self, config=RenderConfig()):
         self.config = config
         self._trails = {}
-        self._index = self._background = self._paint = None  # the fill's buffers
+        self._paint = self._color = self._owned = None  # the fill's buffers
 
     def reset(self):
         """Forget the trails (e.g. when the tracker was reset)."""
         self._trails.clear()
 
-    def instance_color(self, detections, index):
-        """BGR colour of instance `index`: by class id, or by track id."""
-        by_track = self.config.color_by == 'track'
-        key = detections.ids[index] if by_track else detections.class_ids[index]
-        return palette_color(int(key))
+    def instance_colors(self, detections):
+        """BGR colour of every instance: by class id, or by track id (looked up once per id)."""
+        keys = detections.ids if self.config.color_by == 'track' else detections.class_ids
+        unique_keys, slots = np.unique(keys, return_inverse=True)
+        colors = [palette_color(int(key)) for key in unique_keys]
+        return [colors[slot] for slot in slots.ravel().tolist()]
 
     def label(self, detections, index):
         """Label text: class name or track id, with the score when `show_conf`."""
@@ -96,7 +98,7 @@ class Renderer:
         """
         config = self.config
         width = config.line_width or auto_line_width(frame.shape)
-        palette = [self.instance_color(detections, i) for i in range(len(detections))]
+        palette = self.instance_colors(detections)
         if config.mask_alpha > 0 and len(detections):
             owner = owner_image(detections) if owner is None else owner
             image = self._filled(frame, owner, palette)
@@ -107,10 +109,11 @@ class Renderer:
         if not len(lengths):
             return image
         # All outlines first, one call per colour, then the labels on top of them.
-        contours = np.split((points * (1 << SHIFT)).astype(np.int32), np.cumsum(lengths)[:-1])
+        points_fixed = (points * (1 << SHIFT)).astype(np.int32)
+        stops = np.cumsum(lengths).tolist()
         by_color = {}
-        for contour, owner in zip(contours, owners):
-            by_color.setdefault(palette[owner], []).append(contour)
+        for start, stop, index in zip([0] + stops[:-1], stops, owners.tolist()):
+            by_color.setdefault(palette[index], []).append(points_fixed[start:stop])
         for color, group in by_color.items():
             cv2.polylines(image, group, True, color, width, LINE_TYPE, SHIFT)
         drawn = np.unique(owners)
@@ -121,38 +124,34 @@ class Renderer:
             # each instance's top point: the first of its points by row
             point_owners = np.repeat(owners, lengths)
             order = np.lexsort((points[:, 1], point_owners))
-            tops = points[order[np.searchsorted(point_owners[order], drawn)]].astype(int)
-            boxes = {}  # label boxes drawn so far, by text and colour
-            for index, top in zip(drawn, tops):
-                key = self.label(detections, index), palette[index]
-                if key not in boxes:
-                    boxes[key] = _label_box(*key, width)
-                _paste_label(image, boxes[key], top)
+            tops = points[order[np.searchsorted(point_owners[order], drawn)]]
+            keys = [(self.label(detections, index), palette[index]) for index in drawn.tolist()]
+            _paste_labels(image, [_label_box(*key, width) for key in keys], tops)
         return image
 
     def _filled(self, frame, owner, palette):
         """
         Return `frame` with each instance's colour blended into the pixels it owns.
 
-        A full-size image of palette slots (`owner`, a `labels.OwnerImage`, made like the label
-        images) is coloured through a look-up table: the cost follows the frame size, not the
-        instance count.
+        Each instance's BGRA colour (alpha 255: owned) is painted at the masks' resolution and
+        brought to full size like the label images (`owner`, a `labels.OwnerImage`): the cost
+        follows the frame size, not the instance count. Four-byte pixels take cv2's fast path
+        of the nearest resize (0.7 ms at 1080p, against 2 ms for three bytes).
         """
-        if self._index is None or self._index.shape != frame.shape[:2]:
-            # kept from frame to frame: fresh full-size buffers cost more than filling them
-            # (page faults: 11.2 against 4.5 ms for this fill at 1080p)
-            self._index = np.empty(frame.shape[:2], np.uint8)
-            self._background = np.empty_like(self._index)
-            self._paint = np.empty_like(frame)
-        colors, slots = np.unique(np.array(palette, np.uint8), axis=0, return_inverse=True)
-        index = owner.image(np.concatenate(([0], slots.ravel() + 1)).astype(np.uint8),
-                            out=self._index)
-        table = np.zeros((256, 1, 3), np.uint8)
-        table[1:len(colors) + 1, 0] = colors
+        if self._paint is None or self._paint.shape != frame.shape[:2]:
+            # kept from frame to frame: fresh full-size buffers cost more (page faults)
+            self._paint = np.empty(frame.shape[:2], np.int32)
+            self._color = np.empty_like(frame)
+            self._owned = np.empty(frame.shape[:2], np.uint8)
+        bgra = np.zeros((len(palette) + 1, 4), np.uint8)
+        bgra[1:, :3], bgra[1:, 3] = palette, 255
+        paint = owner.image(bgra.view(np.int32).ravel(), out=self._paint)
+        paint = paint.view(np.uint8).reshape(*paint.shape, 4)
+        color = cv2.cvtColor(paint, cv2.COLOR_BGRA2BGR, dst=self._color)
         alpha = self.config.mask_alpha
-        paint = cv2.applyColorMap(index, table, dst=self._paint)
-        image = cv2.addWeighted(frame, 1 - alpha, paint, alpha, 0)
-        background = cv2.compare(index, 0, cv2.CMP_EQ, dst=self._background)
+        image = cv2.addWeighted(frame, 1 - alpha, color, alpha, 0)
+        background = cv2.compare(cv2.extractChannel(paint, 3, dst=self._owned), 0, cv2.CMP_EQ,
+                                 dst=self._owned)
         return cv2.copyTo(frame, background, image)
 
     def _update_trails(self, detections):
@@ -170,11 +169,13 @@ class Renderer:
         cv2.polylines(image, [points], False, color, width, LINE_TYPE)
 
 
+@lru_cache(maxsize=1024)
 def _label_box(text, color, width):
     """
-    Draw the label box of `text` in `color` on its own: (image, text height, baseline, pad).
+    Draw the label box of `text` in `color` on its own: (image, text width, text height, pad).
 
-    Drawn once a frame per text and colour, and pasted at each instance that has it.
+    Pasted at each instance that has it; kept from frame to frame, as track ids are (drawing
+    300 texts takes 15 ms). The image is read-only.
     """
     scale, thickness = width / 3, max(width - 1, 1)
     (text_width, text_height), baseline = cv2.getTextSize(
@@ -184,17 +185,29 @@ def _label_box(text, color, width):
     box[:] = color
     cv2.putText(box, text, (pad, pad + text_height), cv2.FONT_HERSHEY_SIMPLEX, scale,
                 text_color(color), thickness, LINE_TYPE)
-    return box, text_height, baseline, pad
+    box.flags.writeable = False
+    return box, text_width, text_height, pad
 
 
-def _paste_label(image, label, anchor):
-    """Paste a `_label_box` centred on the mask's top point `anchor`, as `seg_bbox` placed it."""
-    box, text_height, baseline, pad = label
+def _paste_labels(image, labels, anchors):
+    """
+    Paste each `_label_box` centred on its mask's top point (K, 2), as `seg_bbox` placed it.
+
+    The text stays inside the image; the box's padding may be cut at the image border.
+    """
     height, width = image.shape[:2]
-    text_width = box.shape[1] - 2 * pad - 1
-    x = min(max(int(anchor[0]) - text_width // 2, pad), max(width - text_width - pad, pad))
-    y = min(max(int(anchor[1]) - pad, text_height + pad), height - baseline - pad)
+    sizes = np.array([(box.shape[0], box.shape[1], text_width, text_height, pad)
+                      for box, text_width, text_height, pad in labels]).reshape(-1, 5)
+    box_height, box_width, text_width, text_height, pad = sizes.T
+    baseline = box_height - text_height - 2 * pad - 1
+    x = np.minimum(np.maximum(anchors[:, 0].astype(int) - text_width // 2, pad),
+                   np.maximum(width - text_width - pad, pad))
+    y = np.minimum(np.maximum(anchors[:, 1].astype(int) - pad, text_height + pad),
+                   height - baseline - pad)
     left, top = x - pad, y - text_height - pad
-    rows = slice(max(top, 0), min(top + box.shape[0], height))
-    cols = slice(max(left, 0), min(left + box.shape[1], width))
-    image[rows, cols] = box[rows.start - top:rows.stop - top, cols.start - left:cols.stop - left]
+    row0, col0 = np.maximum(top, 0), np.maximum(left, 0)
+    row1, col1 = np.minimum(top + box_height, height), np.minimum(left + box_width, width)
+    for (box, *_), r0, r1, c0, c1, dy, dx in zip(
+            labels, row0.tolist(), row1.tolist(), col0.tolist(), col1.tolist(),
+            (row0 - top).tolist(), (col0 - left).tolist()):
+        image[r0:r1, c0:c1] = box[dy:dy + r1 - r0, dx:dx + c1 - c0]
