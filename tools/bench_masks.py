@@ -16,7 +16,9 @@ fewer than 240 instances the top of the frame. For 1, 10, 50, 100 and 300 instan
 
 Then the whole programs at 300 instances: `segtrack-video` (its own summary's fps) against the
 old guide's loop (`tools/bench.py`'s `worker_guide`, `masks.xy` + `seg_bbox`), on a video of the
-same frames, each in its own process. Times are medians per frame; torch uses the package's
+same frames, each in its own process. Last, the node at 1920×1080 / 300 instances over DDS, all
+outputs subscribed, against raw `model.predict` with the same input publisher running
+(`node_row`). Times are medians per frame; torch uses the package's
 thread count everywhere (`--threads` sets it). Writes bench/masks.md (and prints it); videos go
 to output/bench_masks/.
 
@@ -39,6 +41,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import bench  # noqa: E402 (tools/ is not a package)
 import numpy as np  # noqa: E402
+from processes import start, stop  # noqa: E402, I100
 
 REPO = Path(__file__).resolve().parent.parent
 WORK = REPO / 'output' / 'bench_masks'
@@ -50,6 +53,8 @@ SEED = 11
 # higher score puts its grid first; level 8 finds nothing.
 LEVELS = ((-20.0, 1.0), (2.0, 1.5), (3.0, 1.25))
 FPS = re.compile(r'\(([0-9.]+) fps\)')
+NODE_SIZE = (1920, 1080)
+NODE_RATE = 15.0  # Hz of the node row's input: a camera's rate, above what the node processes
 
 
 def crowd_model(path):
@@ -184,8 +189,8 @@ def run_worker(model, size, count, frames, threads):
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
-def whole_programs(model, size, frames, threads):
-    """Run segtrack-video and the guide's loop (predict, track) on one video; return fps rows."""
+def scene_video(size, frames):
+    """Return an MJPG video of `frames` frames of the scene at `size`, made on first use."""
     import cv2
 
     video = WORK / f'scene-{size[0]}x{size[1]}-{frames}.avi'
@@ -194,6 +199,12 @@ def whole_programs(model, size, frames, threads):
         for frame in scene_frames(frames, size):
             writer.write(frame)
         writer.release()
+    return video
+
+
+def whole_programs(model, size, frames, threads):
+    """Run segtrack-video and the guide's loop (predict, track) on one video; return fps rows."""
+    video = scene_video(size, frames)
     rows = {}
     for mode in ('predict', 'track'):
         guide = bench.run_worker(f'guide-{mode}', str(model), IMGSZ, video, frames, threads)
@@ -219,7 +230,36 @@ def segtrack_video(model, video, mode, frames, threads):
     return {'fps': float(match.group(1)), 'peak_rss_mb': process.peak_rss_mb}
 
 
-def render_report(rows, programs, run):
+def node_row(model, frames, threads):
+    """
+    Time the node at 1080p / 300 instances, and raw predict with the same input publisher running.
+
+    `video_publisher` publishes the scene video in a loop at NODE_RATE while bench.py's `raw`
+    worker times `model.predict` (nobody reads that topic); then bench.py's `run_node` runs the
+    same publisher -> `segtrack_node` (predict, the crowd model, max_det 300) -> a subscriber to
+    all five outputs. Returns the raw fps and `run_node`'s figures.
+    """
+    import rclpy
+    from segtrack_ros.transport import apply_large_data_profile
+
+    video = scene_video(NODE_SIZE, frames)
+    apply_large_data_profile()
+    rclpy.init()
+    try:
+        with open(WORK / 'raw-publisher.log', 'w') as log:
+            publisher = start('video_publisher', '/bench_masks_raw', log, source=video,
+                              rate=NODE_RATE, loop='true')
+            try:
+                raw = bench.run_worker('raw', str(model), IMGSZ, video, frames, threads)
+            finally:
+                stop(publisher)
+        node = bench.run_node(str(model), IMGSZ, 'predict', NODE_RATE, video, frames, 0)
+    finally:
+        rclpy.try_shutdown()
+    return raw['frames'] / raw['seconds'], node
+
+
+def render_report(rows, programs, node, run):
     """Render bench/masks.md."""
     lines = ['| frame | instances | `model.predict` ms | `Segmenter.process` ms | process / '
              'predict | label images ms | `Renderer.draw` ms | JPEG encode ms | peak RSS MB '
@@ -261,13 +301,31 @@ against the old guide's loop (`tools/bench.py` `worker_guide`: predict or track,
 
 {chr(10).join(program_lines)}
 
+The node at {NODE_SIZE[0]}×{NODE_SIZE[1]} / 300 instances, predict: `video_publisher` at
+{NODE_RATE:.0f} Hz (the same video, looped) -> `segtrack_node` -> a subscriber to all five
+outputs, three processes over DDS (`tools/bench.py` `run_node`); raw `model.predict` timed in its
+own process while the same publisher runs.
+
+{node_table(node)}
+
 Targets:
 
-{targets(rows, programs)}
+{targets(rows, programs, node)}
 """
 
 
-def targets(rows, programs):
+def node_table(node):
+    """Render the node row of bench/masks.md."""
+    return '\n'.join([
+        '| raw `model.predict` (publisher running) | node, processed | node / raw | dropped | '
+        'worst output latency p50/p95/p99 ms | node peak RSS MB |',
+        '|---:|---:|---:|---:|---:|---:|',
+        f'| {node["raw_fps"]:.2f} fps | {node["fps"]:.2f} fps | '
+        f'{node["fps"] / node["raw_fps"]:.2f} | {node["drop_ratio"]:.0%} | '
+        f'{bench._fmt_latency(node["worst_latency"])} | {node["peak_rss_mb"]:.0f} |'])
+
+
+def targets(rows, programs, node):
     """Return the pass/fail lines of issue 13's targets."""
     lines = []
     worst = max(rows.items(), key=lambda item: item[1]['process'] / item[1]['predict'])
@@ -291,6 +349,9 @@ def targets(rows, programs):
             ratio = found[f'segtrack-video {mode}']['fps'] / found[f'guide {mode}']['fps']
             lines.append(f'- segtrack-video ≥ 1.3 × guide at {size[0]}×{size[1]} / 300 '
                          f'({mode}): {ratio:.2f} → {_verdict(ratio >= 1.3)}')
+    ratio = node['fps'] / node['raw_fps']
+    lines.append(f'- node processed rate ≥ 0.9 × raw predict at {NODE_SIZE[0]}×{NODE_SIZE[1]} / '
+                 f'300, all outputs subscribed: {ratio:.2f} → {_verdict(ratio >= 0.9)}')
     return '\n'.join(lines)
 
 
@@ -332,8 +393,12 @@ def main():
         print(f'bench_masks: whole programs at {size[0]}x{size[1]} ...', flush=True)
         programs[size] = whole_programs(model, size, args.video_frames, threads)
         print(f'bench_masks:   {programs[size]}', flush=True)
+    print('bench_masks: the node at 1920x1080 ...', flush=True)
+    raw_fps, node = node_row(model, args.video_frames, threads)
+    node['raw_fps'] = raw_fps
+    print(f'bench_masks:   raw {raw_fps:.2f} fps, node {node["fps"]:.2f} fps', flush=True)
     loads.append(bench.load_average())
-    report = render_report(rows, programs, {
+    report = render_report(rows, programs, node, {
         'date': date, 'minutes': (time.monotonic() - started) / 60, 'machine': bench.machine(),
         'loads': '; '.join(loads), 'threads': threads, 'frames': args.frames,
         'video_frames': args.video_frames})
