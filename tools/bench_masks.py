@@ -53,6 +53,8 @@ SEED = 11
 # higher score puts its grid first; level 8 finds nothing.
 LEVELS = ((-20.0, 1.0), (2.0, 1.5), (3.0, 1.25))
 FPS = re.compile(r'\(([0-9.]+) fps\)')
+DRAW_TARGET = ((1920, 1080), 300)  # size and count of the label images + draw target
+DRAW_RUNS = 3
 NODE_SIZE = (1920, 1080)
 NODE_RATE = 15.0  # Hz of the node row's input: a camera's rate, above what the node processes
 
@@ -189,6 +191,23 @@ def run_worker(model, size, count, frames, threads):
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
+def measure(model, size, count, frames, threads):
+    """
+    Return `run_worker`'s figures; for the drawing target's row, the median of DRAW_RUNS runs.
+
+    The same worker's label images + draw differ by up to 40 % between processes here (13.7
+    and 19.4 ms, one after the other), more than frame to frame within one: that row lists
+    each run's sum in `draw_runs`.
+    """
+    if (size, count) != DRAW_TARGET:
+        return run_worker(model, size, count, frames, threads)
+    runs = sorted((run_worker(model, size, count, frames, threads) for _ in range(DRAW_RUNS)),
+                  key=lambda row: row['labels'] + row['draw'])
+    middle = runs[len(runs) // 2]
+    middle['draw_runs'] = [row['labels'] + row['draw'] for row in runs]
+    return middle
+
+
 def scene_video(size, frames):
     """Return an MJPG video of `frames` frames of the scene at `size`, made on first use."""
     import cv2
@@ -290,7 +309,8 @@ masks filling their boxes) returns `max_det` instances on any frame; imgsz {IMGS
 torch on {run['threads']} thread(s), median of {run['frames']} frames of a generated scene. Label
 images: owner image, `instance_mask` and `class_mask`; draw: the default look (fill, outline,
 label); JPEG: `cv2.imencode` of the drawn frame. Peak RSS: the process after the package's
-frames (model loaded), then after the raw predicts too.
+frames (model loaded), then after the raw predicts too. The 1920×1080 / 300 row is the median
+of {DRAW_RUNS} processes by label images + draw (see the targets).
 
 {chr(10).join(lines)}
 
@@ -333,11 +353,12 @@ def targets(rows, programs, node):
     ratio = row['process'] / row['predict']
     lines.append(f'- `Segmenter.process` ≤ 1.1 × `model.predict` at every count and size: worst '
                  f'{ratio:.2f} ({size[0]}×{size[1]}, {count}) → {_verdict(ratio <= 1.1)}')
-    big = rows.get(((1920, 1080), 300))
+    big = rows.get(DRAW_TARGET)
     if big:
         total = big['labels'] + big['draw']
-        lines.append(f'- label images + draw ≤ 15 ms at 1080p / 300: {total:.1f} ms → '
-                     f'{_verdict(total <= 15)}')
+        runs = ', '.join(f'{run:.1f}' for run in big['draw_runs'])
+        lines.append(f'- label images + draw ≤ 15 ms at 1080p / 300: {total:.1f} ms (median of '
+                     f'{DRAW_RUNS} processes: {runs}) → {_verdict(total <= 15)}')
     for size in SIZES:
         found = [row['package_rss'] for (at, _), row in rows.items() if at == size]
         if found:
@@ -387,7 +408,7 @@ def main():
     for size in SIZES:
         for count in COUNTS:
             print(f'bench_masks: {size[0]}x{size[1]}, {count} instances ...', flush=True)
-            rows[size, count] = run_worker(model, size, count, args.frames, threads)
+            rows[size, count] = measure(model, size, count, args.frames, threads)
             print(f'bench_masks:   {rows[size, count]}', flush=True)
     for size in SIZES:
         print(f'bench_masks: whole programs at {size[0]}x{size[1]} ...', flush=True)
