@@ -211,7 +211,7 @@ def worker_video(args, track):
     argv = [str(args.video), '--model', args.model, '--imgsz', str(args.imgsz),
             '--mode', 'track' if track else 'predict', '--output', str(output), '--no-show',
             '--max-frames', str(args.frames), '--device', 'cpu']
-    pipeline, cpu = video_cli._pipeline, []
+    pipeline, cpu = video_cli._run_pipeline, []
 
     def timed_pipeline(*args, **kwargs):  # the CPU time of the run, model loading excluded
         start = time.process_time()
@@ -220,7 +220,7 @@ def worker_video(args, track):
         finally:
             cpu.append(time.process_time() - start)
 
-    video_cli._pipeline = timed_pipeline
+    video_cli._run_pipeline = timed_pipeline
     summary, _ = video_cli.run(video_cli.build_parser().parse_args(argv), progress=False)
     return {'frames': summary.frames, 'seconds': summary.seconds,
             'instances': summary.instances, 'threads': torch.get_num_threads(),

@@ -6,7 +6,7 @@ A crowd model (`crowd_model`: an untrained yolov8n-seg whose head is set to see 
 everywhere, with masks that fill their boxes) returns `max_det` instances on any frame: boxes
 of 40 px at imgsz 640 on a grid of 32 px, then 24 px boxes every 16 px, top rows first; with
 fewer than 240 instances the top of the frame. For 1, 10, 50, 100 and 300 instances and frames of
-768×576 and 1920×1080 (imgsz 640, predict), each size and count in its own process:
+768×576, 1920×1080 and 3840×2160 (imgsz 640, predict), each size and count in its own process:
 
 - raw `model.predict` (stock ultralytics) and `Segmenter.process`, alternating frame by frame;
 - label images (`owner_image`, `instance_mask`, `class_mask`), `Renderer.draw` (default look)
@@ -46,7 +46,8 @@ from processes import start, stop  # noqa: E402, I100
 REPO = Path(__file__).resolve().parent.parent
 WORK = REPO / 'output' / 'bench_masks'
 COUNTS = (1, 10, 50, 100, 300)
-SIZES = ((768, 576), (1920, 1080))
+SIZES = ((768, 576), (1920, 1080), (3840, 2160))
+PROGRAM_SIZES = SIZES[:2]  # of the whole programs (the guide's loop takes seconds a frame at 4K)
 IMGSZ = 640
 SEED = 11
 # Per detection level (strides 8, 16, 32): class-0 logit and box side in strides. Level 32's
@@ -410,7 +411,7 @@ def main():
             print(f'bench_masks: {size[0]}x{size[1]}, {count} instances ...', flush=True)
             rows[size, count] = measure(model, size, count, args.frames, threads)
             print(f'bench_masks:   {rows[size, count]}', flush=True)
-    for size in SIZES:
+    for size in PROGRAM_SIZES:
         print(f'bench_masks: whole programs at {size[0]}x{size[1]} ...', flush=True)
         programs[size] = whole_programs(model, size, args.video_frames, threads)
         print(f'bench_masks:   {programs[size]}', flush=True)
