@@ -47,7 +47,7 @@ model: $(STAMP)
 
 # The package and a direct ultralytics loop, scored against exact ground truth (segtrack-eval).
 eval: $(STAMP)
-	$(PY) -m segtrack_ros.evaluate
+	$(PY) -m segtrack_ros.eval.evaluate
 
 # Every benchmark, each writing its table to bench/: the package against the model and the
 # guide's loop (results.md), masks as instances and pixels grow (masks.md), several cameras

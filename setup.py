@@ -25,11 +25,11 @@ setup(
     license='AGPL-3.0-only',
     entry_points={
         'console_scripts': [
-            'segtrack-video = segtrack_ros.video_cli:main',
-            'segtrack-eval = segtrack_ros.evaluate:main',
-            'segtrack-bag = segtrack_ros.bag_cli:main',
-            'segtrack_node = segtrack_ros.node:main',
-            'video_publisher = segtrack_ros.video_publisher:main',
+            'segtrack-video = segtrack_ros.cli.video:main',
+            'segtrack-eval = segtrack_ros.eval.evaluate:main',
+            'segtrack-bag = segtrack_ros.cli.bag:main',
+            'segtrack_node = segtrack_ros.ros.node:main',
+            'video_publisher = segtrack_ros.ros.video_publisher:main',
         ],
     },
 )

@@ -10,9 +10,9 @@ read it anywhere, fast.
 from dataclasses import dataclass
 import re
 
-from segtrack_ros.image_codec import DEFAULT_MAX_PIXELS
-from segtrack_ros.render import COLOR_MODES
-from segtrack_ros.segmenter import MODES
+from segtrack_ros.core.render import COLOR_MODES
+from segtrack_ros.core.segmenter import MODES
+from segtrack_ros.io.image_codec import DEFAULT_MAX_PIXELS
 
 INPUT_TRANSPORTS = ('raw', 'compressed')
 RELIABILITIES = ('best_effort', 'reliable')

@@ -21,9 +21,10 @@ import time
 
 import numpy as np
 
-from segtrack_ros import image_codec, labels
-from segtrack_ros.render import Renderer
-from segtrack_ros.stats import PipelineStats
+from segtrack_ros.core import labels
+from segtrack_ros.core.render import Renderer
+from segtrack_ros.core.stats import PipelineStats
+from segtrack_ros.io import image_codec
 
 OUTPUTS = ('detections', 'instance_mask', 'class_mask', 'annotated_image',
            'annotated_image/compressed')
@@ -269,7 +270,7 @@ class FramePipeline:
         detections, header = result.detections, result.header
         images, messages = result.images, result.messages
         if 'detections' in wanted and header is not None:
-            from segtrack_ros.detection_msg import to_detection_array
+            from segtrack_ros.io.detection_msg import to_detection_array
 
             messages['detections'] = to_detection_array(detections, header)
         owner = None

@@ -9,12 +9,13 @@ import random
 
 os.environ.setdefault('ROS_AUTOMATIC_DISCOVERY_RANGE', 'LOCALHOST')
 os.environ.setdefault('ROS_DOMAIN_ID', str(random.randint(1, 100)))
-os.environ.setdefault('YOLO_OFFLINE', '1')
-os.environ.setdefault('YOLO_AUTOINSTALL', 'false')
 
 import cv2  # noqa: E402
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
+from segtrack_ros.core.runtime import apply_process_defaults  # noqa: E402
+
+apply_process_defaults()
 
 # An untrained model: real ultralytics code, real cost, random detections (forced by a low conf).
 UNTRAINED_MODEL = 'yolov8n-seg.yaml'

@@ -17,7 +17,7 @@ import numpy as np
 import rclpy
 from rclpy.executors import SingleThreadedExecutor
 from rclpy.qos import QoSProfile, ReliabilityPolicy
-from segtrack_ros.transport import apply_large_data_profile
+from segtrack_ros.ros.transport import apply_large_data_profile
 from std_msgs.msg import Header
 
 BIN = Path(sys.executable).parent

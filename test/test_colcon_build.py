@@ -123,10 +123,10 @@ def test_ament_index_finds_the_installed_share_directory(prefix, share):
     env = dict(os.environ, AMENT_PREFIX_PATH=str(prefix), PYTHONPATH=str(site_packages))
     script = textwrap.dedent("""
         from ament_index_python.packages import get_package_share_directory
-        import segtrack_ros.transport
+        import segtrack_ros.ros.transport
         print(get_package_share_directory('segtrack_ros'))
         print(segtrack_ros.__file__)
-        print(segtrack_ros.transport.profile_path())
+        print(segtrack_ros.ros.transport.profile_path())
     """)
     # cwd: `python -c` puts it first on sys.path, and the checkout's segtrack_ros must not win
     result = subprocess.run([sys.executable, '-c', script], cwd=prefix, env=env,

@@ -28,8 +28,8 @@ import pytest
 from rclpy.parameter import parameter_value_to_python
 from rclpy.parameter_client import AsyncParameterClient
 from ros_harness import make_frame, RELIABLE, running_probe, wait_until
-from segtrack_ros import image_codec
-from segtrack_ros.segmenter import BUNDLED_MODEL
+from segtrack_ros.core.segmenter import BUNDLED_MODEL
+from segtrack_ros.io import image_codec
 from sensor_msgs.msg import CompressedImage, Image
 from test_colcon_build import build, prefix  # noqa: F401 (fixtures: the colcon-built prefix)
 from vision_msgs.msg import Detection2DArray

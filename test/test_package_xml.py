@@ -250,7 +250,7 @@ def test_checks_on_a_constructed_package(tmp_path):
         'import os.path',
         'import numpy as np',
         'from . import labels',
-        'from segtrack_ros.render import Renderer',
+        'from segtrack_ros.core.render import Renderer',
         'from rosbags.image import message_to_cvimage',
         'from rosbags.rosbag2 import Reader',
         'try:',

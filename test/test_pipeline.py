@@ -13,11 +13,11 @@ import time
 import numpy as np
 import pytest
 from rclpy.serialization import deserialize_message, serialize_message
-from segtrack_ros import image_codec
+from segtrack_ros.core.render import RenderConfig
+from segtrack_ros.core.segmenter import BUNDLED_MODEL, Segmenter, SegmenterConfig
+from segtrack_ros.eval.synthetic import build_scene, render_frame, SceneConfig
+from segtrack_ros.io import image_codec
 from segtrack_ros.pipeline import FramePipeline, LiveRunner, OUTPUTS, STAMP_JUMP_SECONDS
-from segtrack_ros.render import RenderConfig
-from segtrack_ros.segmenter import BUNDLED_MODEL, Segmenter, SegmenterConfig
-from segtrack_ros.synthetic import build_scene, render_frame, SceneConfig
 from sensor_msgs.msg import Image
 from std_msgs.msg import Header
 

@@ -2,8 +2,8 @@
 """
 `make bench`: the package against the model's own speed and the old Ultralytics guide's loop.
 
-One run, one generated 768x576 video (300 frames, `segtrack_ros.synthetic`), the same frames for
-every row. Models: the untrained `yolov8n-seg.yaml` at imgsz 640 and 320 (the real cost of a
+One run, one generated 768x576 video (300 frames, `segtrack_ros.eval.synthetic`), the same frames
+for every row. Models: the untrained `yolov8n-seg.yaml` at imgsz 640 and 320 (the real cost of a
 yolov8n-seg; it finds nothing) and the bundled trained shapes model at 320 (real detections; its
 rows are skipped with a note while `segtrack_ros/data/shapes-seg.pt` does not exist). Per model:
 
@@ -103,8 +103,9 @@ def package_threads():
     depends on what was imported before torch (importing ultralytics sets OMP_NUM_THREADS=1
     when it is unset), so it is asked of a process that imports what the executables import.
     """
-    code = ('from segtrack_ros import node, video_cli; import torch; '
-            'print(torch.get_num_threads())')
+    code = ('from segtrack_ros.core.runtime import apply_process_defaults; '
+            'apply_process_defaults(); from segtrack_ros.ros import node; '
+            'from segtrack_ros.cli import video; import torch; print(torch.get_num_threads())')
     return int(subprocess.run([sys.executable, '-c', code], capture_output=True, text=True,
                               check=True).stdout.split()[-1])
 
@@ -204,7 +205,8 @@ def worker_guide(args, track):
 
 def worker_video(args, track):
     """segtrack-video's pipeline (video_cli.run), timed by its own summary."""
-    from segtrack_ros import video_cli  # first, as in the console script: see package_threads
+    # First, as in the console script: see package_threads.
+    from segtrack_ros.cli import video as video_cli
     import torch
 
     output = WORK / f'segtrack-video-{"track" if track else "predict"}.avi'
@@ -426,7 +428,7 @@ def load_average():
 
 def prepare_video(frames):
     """Return the benchmark video: generated once, deterministic."""
-    from segtrack_ros.synthetic import SceneConfig, write_video
+    from segtrack_ros.eval.synthetic import SceneConfig, write_video
 
     WORK.mkdir(parents=True, exist_ok=True)
     video = WORK / f'bench-768x576-{frames}-seed{VIDEO_SEED}.avi'
@@ -559,7 +561,7 @@ def main():
         return
 
     import rclpy
-    from segtrack_ros.transport import apply_large_data_profile
+    from segtrack_ros.ros.transport import apply_large_data_profile
 
     started, date = time.monotonic(), time.strftime('%Y-%m-%d %H:%M')
     loads = [load_average()]
@@ -607,7 +609,7 @@ def render_report(description, loads, results, notes, run):
 min) before the run and after each model: {'; '.join(loads)}. The machine is shared (other jobs
 run at times), so absolute numbers are noisy; compare rows within one run.
 
-Frames: one generated 768×576 video of {run['frames']} frames (`segtrack_ros.synthetic`, seed
+Frames: one generated 768×576 video of {run['frames']} frames (`segtrack_ros.eval.synthetic`, seed
 {VIDEO_SEED}), the same in every row. Torch uses {run['threads']} thread(s) in every row: the count
 `segtrack_node` and `segtrack-video` run with (torch's default unless `OMP_NUM_THREADS` is set;
 ultralytics lowers it to cpu_count − 1 when it picks the device, the segmenter sets it back; the

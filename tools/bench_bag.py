@@ -2,9 +2,9 @@
 """
 `segtrack-bag` against `segtrack-video` on the same frames: what the bag path costs.
 
-One generated 768x576 video (`segtrack_ros.synthetic`, MJPG) and a bag (MCAP) of the same frames
-as the video decodes them, as `sensor_msgs/Image` bgr8 on `/camera/image_raw`. Per model (the
-bundled shapes model at imgsz 320, the untrained yolov8n-seg at 640), both console scripts run
+One generated 768x576 video (`segtrack_ros.eval.synthetic`, MJPG) and a bag (MCAP) of the same
+frames as the video decodes them, as `sensor_msgs/Image` bgr8 on `/camera/image_raw`. Per model
+(the bundled shapes model at imgsz 320, the untrained yolov8n-seg at 640), both console scripts run
 in track mode with their defaults: segtrack-video writes an MJPG video; segtrack-bag writes all
 five outputs and copies the input (and, in a third run, writes the outputs only: `--no-copy`).
 Each run is its own process; the three alternate, `--repeat` times, and each run's fps is the
@@ -42,9 +42,9 @@ def prepare_inputs(frames):
     from rclpy.serialization import serialize_message
     from rosbags.rosbag2 import StoragePlugin, Writer
     from rosbags.typesys import get_typestore, Stores
-    from segtrack_ros import image_codec
-    from segtrack_ros.synthetic import SceneConfig, write_video
-    from segtrack_ros.video_io import open_source, read_frames
+    from segtrack_ros.io import image_codec
+    from segtrack_ros.eval.synthetic import SceneConfig, write_video
+    from segtrack_ros.io.video_io import open_source, read_frames
     from std_msgs.msg import Header
 
     video, bag = WORK / f'scene-{frames}.avi', WORK / f'scene-{frames}'

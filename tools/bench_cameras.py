@@ -182,7 +182,7 @@ def run_row(probe, video, count, multi, args, index):
 def batch_against_sequential(video, args):
     """Time process_batch against process in a loop on the same frames; return the rows."""
     import cv2
-    from segtrack_ros.segmenter import Segmenter, SegmenterConfig
+    from segtrack_ros.core.segmenter import Segmenter, SegmenterConfig
 
     capture = cv2.VideoCapture(str(video))
     frames = [capture.read()[1] for _ in range(max(args.cameras))]
@@ -278,7 +278,7 @@ def main():
 
     import rclpy
     from rclpy.executors import SingleThreadedExecutor
-    from segtrack_ros.transport import apply_large_data_profile
+    from segtrack_ros.ros.transport import apply_large_data_profile
 
     started, date, loads = time.monotonic(), time.strftime('%Y-%m-%d %H:%M'), [load_average()]
     video = prepare_video(300)

@@ -105,8 +105,8 @@ def crowd_model(path):
 def scene_frames(count, size):
     """Return `count` frames of a generated scene, resized to `size` (width, height)."""
     import cv2
-    from segtrack_ros.synthetic import SceneConfig, write_video
-    from segtrack_ros.video_io import open_source, read_frames
+    from segtrack_ros.eval.synthetic import SceneConfig, write_video
+    from segtrack_ros.io.video_io import open_source, read_frames
 
     video = WORK / f'scene-{count}.avi'
     if not video.exists():
@@ -127,9 +127,9 @@ def peak_rss_mb():
 def worker(args):
     """Time one size and count: the package's steps, then raw predict against process."""
     import cv2
-    from segtrack_ros import labels
-    from segtrack_ros.render import RenderConfig, Renderer
-    from segtrack_ros.segmenter import Segmenter, SegmenterConfig
+    from segtrack_ros.core import labels
+    from segtrack_ros.core.render import RenderConfig, Renderer
+    from segtrack_ros.core.segmenter import Segmenter, SegmenterConfig
     import torch
 
     frames = scene_frames(args.frames, tuple(args.size))
@@ -260,7 +260,7 @@ def node_row(model, frames, threads):
     all five outputs. Returns the raw fps and `run_node`'s figures.
     """
     import rclpy
-    from segtrack_ros.transport import apply_large_data_profile
+    from segtrack_ros.ros.transport import apply_large_data_profile
 
     video = scene_video(NODE_SIZE, frames)
     apply_large_data_profile()

@@ -23,11 +23,11 @@ os.environ.setdefault('ROS_DOMAIN_ID', str(random.randint(1, 100)))
 import numpy as np  # noqa: E402
 import rclpy  # noqa: E402
 from rclpy.qos import QoSProfile, ReliabilityPolicy  # noqa: E402
-from segtrack_ros import image_codec  # noqa: E402
-from segtrack_ros.segmenter import BUNDLED_MODEL  # noqa: E402
-from segtrack_ros.synthetic import SceneConfig, write_video  # noqa: E402
-from segtrack_ros.transport import apply_large_data_profile  # noqa: E402
-from segtrack_ros.video_io import open_writer  # noqa: E402
+from segtrack_ros.core.segmenter import BUNDLED_MODEL  # noqa: E402
+from segtrack_ros.eval.synthetic import SceneConfig, write_video  # noqa: E402
+from segtrack_ros.io import image_codec  # noqa: E402
+from segtrack_ros.io.video_io import open_writer  # noqa: E402
+from segtrack_ros.ros.transport import apply_large_data_profile  # noqa: E402
 from sensor_msgs.msg import CompressedImage, Image  # noqa: E402
 from vision_msgs.msg import Detection2DArray  # noqa: E402
 

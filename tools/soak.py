@@ -36,7 +36,7 @@ from bench import (diagnostic_values, load_average, machine,  # noqa: E402, I100
                    prepare_video, REPO, TRAINED)
 from demo import OutputRecorder  # noqa: E402
 from processes import start, stop, wait_for  # noqa: E402
-from segtrack_ros.transport import apply_large_data_profile  # noqa: E402
+from segtrack_ros.ros.transport import apply_large_data_profile  # noqa: E402
 
 NAMESPACE = '/soak'
 WARM_UP_SECONDS = 60.0

@@ -2,7 +2,7 @@
 """
 Train the shipped shapes model: a small YOLOv8-seg on synthetic scenes, CPU only, offline.
 
-Generates the dataset (segtrack_ros.synthetic) into the work directory, trains
+Generates the dataset (segtrack_ros.eval.synthetic) into the work directory, trains
 tools/shapes-seg.yaml from scratch, copies the best weights to segtrack_ros/data/shapes-seg.pt
 and prints the mask mAP50 on the validation frames and on a held-out video. The seeds are fixed:
 same arguments, same model.
@@ -20,7 +20,7 @@ import sys
 import time
 
 # Importing segtrack_ros first keeps Ultralytics offline (YOLO_OFFLINE, no auto-install).
-from segtrack_ros.synthetic import CLASS_NAMES, SceneConfig, write_yolo_dataset
+from segtrack_ros.eval.synthetic import CLASS_NAMES, SceneConfig, write_yolo_dataset
 import torch
 from ultralytics import YOLO
 

@@ -1,0 +1,1 @@
+"""The command lines without ROS: segtrack-video and segtrack-bag."""

@@ -1,0 +1,311 @@
+"""
+Model loading, device choice, and segmentation with or without tracking, one tracker per stream.
+
+This is the only module that calls ultralytics' model API; it returns `Detections`.
+"""
+
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, replace
+import importlib.util
+from pathlib import Path
+from types import SimpleNamespace
+
+import numpy as np
+
+from segtrack_ros.core.detections import detections_from_result
+from segtrack_ros.core.runtime import usable_cores
+
+BUNDLED_MODEL = Path(__file__).resolve().parent / 'data' / 'shapes-seg.pt'
+MODES = ('predict', 'track')
+
+
+class SegmenterError(Exception):
+    """A model or device that cannot be used; the message names the value and the fix."""
+
+
+@dataclass(frozen=True)
+class SegmenterConfig:
+    """
+    Everything that decides what the segmenter returns.
+
+    >>> Segmenter(SegmenterConfig(model='yolov8n-seg.pt', mode='predict', conf=0.4))
+    """
+
+    model: str = 'yolov8n-seg.pt'
+    device: str = 'auto'
+    mode: str = 'track'
+    tracker: str = 'bytetrack.yaml'
+    conf: float = 0.25
+    iou: float = 0.7
+    imgsz: int = 640
+    half: bool = False
+    max_det: int = 300
+    classes: tuple = ()
+    retina_masks: bool = False
+
+
+def resolve_device(spec):
+    """
+    Turn a device name into the one torch uses: `auto` is the first CUDA GPU, else the CPU.
+
+    `cpu`, `cuda`, `cuda:N`, `N` (= `cuda:N`) and `mps` are accepted; asking for a GPU that is not
+    there raises `SegmenterError` rather than falling back silently to the CPU.
+    """
+    import torch
+
+    spec = str(spec).strip().lower()
+    if spec == 'auto':
+        return 'cuda:0' if torch.cuda.is_available() else 'cpu'
+    if spec == 'cpu':
+        return 'cpu'
+    if spec == 'mps':
+        if not torch.backends.mps.is_available():
+            raise SegmenterError("device 'mps' is not available here: use device 'cpu' or 'auto'")
+        return 'mps'
+    index = spec.removeprefix('cuda').removeprefix(':') or '0'
+    if not index.isdigit():
+        raise SegmenterError(
+            f"device '{spec}' is not understood: use auto, cpu, cuda, cuda:N, N or mps")
+    if not torch.cuda.is_available():
+        raise SegmenterError(
+            f"device '{spec}' needs CUDA, which this machine's torch does not have: "
+            "use device 'cpu' or 'auto'")
+    if int(index) >= torch.cuda.device_count():
+        raise SegmenterError(
+            f"device '{spec}': only {torch.cuda.device_count()} CUDA device(s) here")
+    return f'cuda:{index}'
+
+
+def is_official_model_name(name):
+    """Tell whether ultralytics can download `name` (e.g. `yolov8n-seg.pt`) from its releases."""
+    from ultralytics.utils.downloads import GITHUB_ASSETS_NAMES
+
+    return name in GITHUB_ASSETS_NAMES
+
+
+def check_tracker(name):
+    """
+    Return the path of tracker config `name` (e.g. `bytetrack.yaml`, or a path to a yaml).
+
+    Raises `SegmenterError` when tracking cannot run: the `lap` package is missing (ultralytics
+    would try to install it at run time), the file cannot be found, or it names a tracker that
+    needs hooks into ultralytics' own predictor (TrackTrack, ReID), which per-stream batched
+    tracking cannot give it. Refused up front rather than failing on every frame.
+    """
+    if importlib.util.find_spec('lap') is None:
+        raise SegmenterError(
+            "tracking needs the 'lap' package: pip install lap (or use mode predict)")
+    from ultralytics.trackers.track import TRACKER_MAP
+    from ultralytics.utils import YAML
+    from ultralytics.utils.checks import check_yaml
+
+    if not str(name).endswith(('.yaml', '.yml')):
+        raise SegmenterError(f"tracker '{name}' must be a .yaml file, e.g. bytetrack.yaml")
+    path = check_yaml(name, hard=False)
+    if not path:
+        raise SegmenterError(
+            f"tracker '{name}' not found: use bytetrack.yaml, botsort.yaml, ... or a path")
+    settings = YAML.load(path) or {}
+    kind = settings.get('tracker_type')
+    if kind not in TRACKER_MAP:
+        raise SegmenterError(
+            f"tracker '{name}': tracker_type {kind!r} is not one of {', '.join(TRACKER_MAP)}")
+    tracker_class = TRACKER_MAP[kind]
+    if (settings.get('with_reid') or hasattr(tracker_class, 'setup_predictor')
+            or hasattr(tracker_class, 'compute_frame_extras')):
+        raise SegmenterError(
+            f"tracker '{name}' ({kind}{', ReID' if settings.get('with_reid') else ''}) needs "
+            'hooks into the model that per-camera tracking cannot give it: use '
+            'bytetrack.yaml, botsort.yaml (with_reid: false), ocsort.yaml or fasttrack.yaml')
+    return path
+
+
+def load_model(name):
+    """
+    Load a YOLO segmentation model from a path, an official name, or a model yaml (untrained).
+
+    Paths (`.pt`, `.onnx`, `.engine`, OpenVINO folders, ...) must exist; only official names
+    such as `yolov8n-seg.pt` may be downloaded, and only when they are not found locally.
+    `shapes-seg.pt` names the model bundled with the package. `.pt` files are Python pickles:
+    load only weights you trust.
+    """
+    from ultralytics import YOLO
+
+    path = Path(name).expanduser()
+    if name == BUNDLED_MODEL.name and not path.exists():
+        path = BUNDLED_MODEL
+    is_yaml = name.endswith(('.yaml', '.yml'))
+    if not path.exists() and not is_yaml and not is_official_model_name(name):
+        raise SegmenterError(
+            f"model '{name}' not found: give the path of a .pt/.onnx/.engine file or an "
+            'OpenVINO folder, or an official name such as yolov8n-seg.pt')
+    try:
+        # A yaml's task is read from its head: forcing 'segment' would build a detect yaml as a
+        # broken segmentation model that fails on its first frame with an unrelated message.
+        model = YOLO(str(path) if path.exists() else name, task=None if is_yaml else 'segment')
+    except Exception as error:  # ultralytics and torch raise many types for a bad model file
+        if is_official_model_name(name) and not path.exists():
+            raise SegmenterError(
+                f"model '{name}' is not on this machine and could not be downloaded "
+                f'({error.__class__.__name__}); offline, give a local model path, e.g. '
+                f'{BUNDLED_MODEL}') from error
+        raise SegmenterError(f"model '{name}' cannot be loaded: {error}") from error
+    if model.task != 'segment':
+        raise SegmenterError(
+            f"model '{name}' is a {model.task} model, not a segmentation one (e.g. yolov8n-seg)")
+    return model
+
+
+class Segmenter:
+    """
+    Segment frames with a YOLO model, with per-stream multi-object tracking in track mode.
+
+    Ultralytics keeps one tracker per model for numpy frames; the segmenter keeps one per stream
+    name and updates it with that stream's results, so frames of several cameras can be
+    interleaved, or inferred together as one batch, without mixing their tracks or ids. Not
+    thread-safe: one caller at a time.
+
+    >>> segmenter = Segmenter(SegmenterConfig(model='shapes-seg.pt', device='cpu'))
+    >>> detections = segmenter.process(frame, stream='front_camera')
+    >>> front, rear = segmenter.process_batch([frame_a, frame_b], ['front', 'rear'])
+    """
+
+    def __init__(self, config):
+        import torch
+
+        self._threads = torch.get_num_threads()  # ultralytics lowers it when it picks the device
+        if config.mode == 'track':
+            check_tracker(config.tracker)
+        self.config = replace(config, device=resolve_device(config.device))
+        # Every torch call runs on this one thread, whichever thread calls the segmenter: the
+        # OpenMP runtime (libgomp) gives each calling thread its own worker pool, and once more
+        # pool threads exist than cores, the workers sleep between parallel regions instead of
+        # spinning. Measured with yolov8n-seg at 640 on 2 cores: 64 ms per frame on the thread
+        # that loaded the model, 80-85 ms on a second one (34 000 context switches vs 700).
+        self._torch_thread = ThreadPoolExecutor(1, thread_name_prefix='segmenter')
+        self._model = self._on_torch_thread(load_model, config.model)
+        self._trackers = {}
+        self._on_torch_thread(self._warm_up)
+
+    @property
+    def leaves_cpu_free(self):
+        """Tell whether inference leaves CPU time to other threads: a GPU, or spare cores."""
+        return self.config.device != 'cpu' or self._threads < usable_cores()
+
+    @property
+    def class_names(self):
+        """Class names of the model, by class id."""
+        return self._model.names
+
+    def update(self, **changes):
+        """Change settings from the next frame on; a new tracker config resets every track."""
+        if 'device' in changes or 'model' in changes:
+            raise SegmenterError('model and device are fixed once the segmenter is made')
+        new = replace(self.config, **changes)
+        if new.mode == 'track' and (new.tracker != self.config.tracker
+                                    or self.config.mode != 'track'):
+            check_tracker(new.tracker)
+        if new.tracker != self.config.tracker:
+            self.reset()
+        self.config = new
+
+    def reset(self, stream=None):
+        """Forget the tracks of `stream`, or of every stream; ids start again at 1."""
+        if stream is None:
+            self._trackers.clear()
+        else:
+            self._trackers.pop(stream, None)
+
+    def release(self):
+        """Free the model (and its GPU memory); the segmenter cannot be used afterwards."""
+        def drop_model():
+            import torch
+
+            self._model = None
+            self._trackers.clear()
+            if torch.cuda.is_available():
+                torch.cuda.empty_cache()
+
+        self._on_torch_thread(drop_model)
+        self._torch_thread.shutdown()
+
+    def process(self, frame, stream='default'):
+        """Segment one BGR frame (H×W×3 uint8) and return its `Detections` at the frame's size."""
+        return self.process_batch([frame], [stream])[0]
+
+    def process_batch(self, frames, streams):
+        """
+        Segment frames of different streams as one batch; return their `Detections` in order.
+
+        `streams` names the stream of each frame (each at most once): in track mode each stream's
+        own tracker is updated with its frame's result.
+        """
+        if len(set(streams)) != len(streams):
+            raise ValueError(f'one frame per stream in a batch, got streams {list(streams)}')
+        return self._on_torch_thread(self._process, list(frames), list(streams))
+
+    def _on_torch_thread(self, function, *args):
+        return self._torch_thread.submit(function, *args).result()
+
+    def _process(self, frames, streams):
+        from segtrack_ros.core.crop_predictor import CropPredictor  # masks made box by box
+
+        config = self.config
+        options = {
+            'conf': config.conf, 'iou': config.iou, 'imgsz': config.imgsz,
+            'max_det': config.max_det, 'classes': list(config.classes) or None,
+            'retina_masks': config.retina_masks, 'device': config.device, 'verbose': False,
+            'predictor': CropPredictor}
+        if config.half:
+            options['quantize'] = 16
+        results = self._model.predict(frames, **options)
+        tracked = config.mode == 'track'
+        if tracked:
+            results = self._track(results, streams)
+        self._restore_threads()
+        return [detections_from_result(result, tracked) for result in results]
+
+    def _track(self, results, streams):
+        """
+        Update each stream's tracker with its result, through ultralytics' own track callbacks.
+
+        Ultralytics gives a list of frames one tracker; its callbacks give a stream source one
+        tracker per frame. They run here on a stand-in predictor holding the streams' trackers,
+        so that tracking, confirmation and the tracked boxes are exactly those of `model.track`.
+        """
+        from ultralytics.trackers.track import on_predict_postprocess_end, on_predict_start
+
+        for stream in streams:
+            if stream not in self._trackers:
+                fresh = self._stand_in(batch_size=1)
+                on_predict_start(fresh)
+                self._trackers[stream] = fresh.trackers[0]
+        batch = self._stand_in(batch_size=len(results))
+        batch.trackers = [self._trackers[stream] for stream in streams]
+        batch.results = list(results)
+        on_predict_postprocess_end(batch, persist=True)
+        return batch.results
+
+    def _stand_in(self, batch_size):
+        return SimpleNamespace(
+            args=SimpleNamespace(mode='track', task='segment', tracker=self.config.tracker),
+            dataset=SimpleNamespace(mode='stream', bs=batch_size), device=self.config.device,
+            vid_path=[None] * batch_size)
+
+    def _warm_up(self):
+        """Run one blank frame, so that the predictor exists and a broken model fails here."""
+        mode = self.config.mode
+        self.config = replace(self.config, mode='predict')
+        try:
+            self._process([np.zeros((self.config.imgsz, self.config.imgsz, 3), np.uint8)],
+                          ['warm-up'])
+        except Exception as error:  # a model that loads but cannot run: report it at start
+            raise SegmenterError(f"model '{self.config.model}' cannot run: {error}") from error
+        finally:
+            self.config = replace(self.config, mode=mode)
+
+    def _restore_threads(self):
+        import torch
+
+        if torch.get_num_threads() != self._threads:
+            torch.set_num_threads(self._threads)

@@ -1,0 +1,1 @@
+"""Messages, videos and bags to and from the core's arrays; no rclpy."""  # noqa: A005

@@ -1,0 +1,198 @@
+"""
+Tests of the `segtrack-video` command: in-process through `main`, and as a real subprocess.
+
+An untrained model with a very low confidence threshold finds (random) instances in every frame,
+so the runs do the full work of a real model without needing its weights. It is saved once, from
+an initialisation that does find instances (about one in seven finds none).
+"""
+
+import os
+from pathlib import Path
+import re
+import subprocess
+import sys
+
+from conftest import UNTRAINED_CONF
+import cv2
+import numpy as np
+import pytest
+from segtrack_ros.cli.video import main
+from segtrack_ros.io.video_io import read_frames
+
+SCRIPT = Path(sys.executable).parent / 'segtrack-video'
+IMGSZ = 320
+ERROR = 'segtrack-video: error:'
+
+
+@pytest.fixture(scope='module')
+def model(untrained_weights):
+    """Return the path of the untrained model shared by the tests."""
+    return untrained_weights
+
+
+@pytest.fixture(scope='module')
+def base(model):
+    """Return the flags of every run: the untrained model, its confidence, CPU, small size."""
+    return ['--model', model, '--conf', str(UNTRAINED_CONF), '--device', 'cpu',
+            '--imgsz', str(IMGSZ), '--no-show']
+
+
+def read_video(path):
+    """Read the frames, width, height and fps of a video file."""
+    capture = cv2.VideoCapture(str(path))
+    assert capture.isOpened(), f'{path} cannot be read back'
+    width = int(capture.get(cv2.CAP_PROP_FRAME_WIDTH))
+    height = int(capture.get(cv2.CAP_PROP_FRAME_HEIGHT))
+    fps = capture.get(cv2.CAP_PROP_FPS)
+    frames = list(read_frames(capture))
+    capture.release()
+    return frames, width, height, fps
+
+
+def assert_annotated_copy(output, source, frame_count):
+    """Assert that `output` has the size and fps of `source`, `frame_count` frames, drawings."""
+    frames, width, height, fps = read_video(output)
+    source_frames, source_width, source_height, source_fps = read_video(source)
+    assert (width, height) == (source_width, source_height)
+    assert fps == pytest.approx(source_fps)
+    assert len(frames) == frame_count
+    difference = np.abs(frames[0].astype(int) - source_frames[0].astype(int)).mean()
+    assert difference > 5, 'the output frames should be annotated'
+
+
+def assert_summary(stdout, frames, output, tracks=False):
+    """Assert that the summary line tells the frame count, the fps, and the output file."""
+    lines = [line for line in stdout.splitlines() if line.startswith('segtrack-video:')]
+    assert len(lines) == 1, stdout
+    summary = lines[0]
+    assert f'{frames} frames' in summary and 'fps' in summary
+    assert str(output) in summary
+    assert re.search(r'[1-9]\d* instances', summary), summary
+    assert bool(re.search(r'[1-9]\d* tracks', summary)) == tracks, summary
+
+
+def test_predict_with_class_colors(base, test_video, tmp_path, capsys):
+    output = tmp_path / 'predict.avi'
+    main([str(test_video), *base, '--mode', 'predict', '--color-by', 'class',
+          '--output', str(output)])
+    assert_annotated_copy(output, test_video, 12)
+    assert_summary(capsys.readouterr().out, 12, output)
+
+
+def test_track_with_track_colors_to_mp4(base, test_video, permissive_tracker, tmp_path, capsys):
+    output = tmp_path / 'track.mp4'
+    main([str(test_video), *base, '--mode', 'track', '--color-by', 'track',
+          '--tracker', permissive_tracker, '--trail-length', '5', '--output', str(output)])
+    assert_annotated_copy(output, test_video, 12)
+    assert_summary(capsys.readouterr().out, 12, output, tracks=True)
+
+
+def test_default_output_name_and_max_frames(base, test_video, permissive_tracker, tmp_path,
+                                            capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    main([str(test_video), *base, '--tracker', permissive_tracker, '--max-frames', '5'])
+    output = tmp_path / 'moving-track.avi'  # track mode is the default
+    assert [path.name for path in tmp_path.iterdir()] == [output.name]
+    assert_annotated_copy(output, test_video, 5)
+    assert_summary(capsys.readouterr().out, 5, output.name, tracks=True)
+
+
+def test_subprocess_run(base, test_video, tmp_path):
+    env = {key: value for key, value in os.environ.items() if key != 'DISPLAY'}
+    process = subprocess.run(
+        [str(SCRIPT), str(test_video), *base[:-1], '--mode', 'predict', '--max-frames', '5'],
+        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+    assert process.returncode == 0, process.stderr
+    assert 'Traceback' not in process.stderr
+    output = tmp_path / 'moving-predict.avi'
+    assert_annotated_copy(output, test_video, 5)
+    assert_summary(process.stdout, 5, output.name)
+
+
+def assert_one_error_line(stderr, *words):
+    """Assert that `stderr` is exactly one error line, naming each of `words`."""
+    lines = stderr.splitlines()
+    assert len(lines) == 1, stderr
+    assert lines[0].startswith(ERROR), stderr
+    assert 'Traceback' not in stderr
+    for word in words:
+        assert word in lines[0]
+
+
+def fail(argv, capfd):
+    """Run `main(argv)` that must fail; return its exit code and its stderr (all of fd 2)."""
+    capfd.readouterr()
+    with pytest.raises(SystemExit) as exit_info:
+        main(argv)
+    captured = capfd.readouterr()
+    assert exit_info.value.code not in (0, None)
+    assert ERROR not in captured.out
+    return exit_info.value.code, captured.err
+
+
+def test_missing_input(base, tmp_path, capfd):
+    missing = tmp_path / 'nothing.avi'
+    _, stderr = fail([str(missing), *base, '--output', str(tmp_path / 'out.avi')], capfd)
+    assert_one_error_line(stderr, 'nothing.avi', 'not found')
+    assert not (tmp_path / 'out.avi').exists()
+
+
+def test_missing_model(base, test_video, tmp_path, capfd):
+    _, stderr = fail([str(test_video), *base, '--model', 'missing/model.pt',
+                      '--output', str(tmp_path / 'out.avi')], capfd)
+    assert_one_error_line(stderr, 'missing/model.pt', 'not found')
+
+
+def test_corrupt_model(base, test_video, tmp_path, capfd):
+    corrupt = tmp_path / 'corrupt.pt'
+    corrupt.write_bytes(b'PK\x03\x04 not a checkpoint')
+    _, stderr = fail([str(test_video), *base, '--model', str(corrupt),
+                      '--output', str(tmp_path / 'out.avi')], capfd)
+    assert_one_error_line(stderr, 'corrupt.pt')
+
+
+def test_corrupt_model_subprocess(base, test_video, tmp_path):
+    corrupt = tmp_path / 'corrupt.pt'
+    corrupt.write_bytes(b'\x80\x02 not a checkpoint')
+    process = subprocess.run(
+        [str(SCRIPT), str(test_video), *base, '--model', str(corrupt)],
+        cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    assert process.returncode != 0
+    assert_one_error_line(process.stderr, 'corrupt.pt')
+
+
+@pytest.mark.parametrize('where', ['missing folder', 'folder is a file', 'output is a folder'])
+def test_unwritable_output(where, base, test_video, tmp_path, capfd):
+    if where == 'missing folder':
+        output = tmp_path / 'no' / 'such' / 'out.avi'
+    elif where == 'folder is a file':
+        # Tests run as root, which writes to read-only folders: a file cannot hold files at all.
+        (tmp_path / 'plain-file').write_text('not a folder')
+        output = tmp_path / 'plain-file' / 'out.avi'
+    else:
+        output = tmp_path / 'taken.avi'
+        output.mkdir()
+    _, stderr = fail([str(test_video), *base, '--mode', 'predict', '--output', str(output)],
+                     capfd)
+    assert_one_error_line(stderr, str(output))
+
+
+@pytest.mark.parametrize('flags, words', [
+    (['--mode', 'predict', '--color-by', 'track'], ['--color-by track', '--mode track']),
+    (['--conf', '2'], ['--conf']),
+    (['--imgsz', '0'], ['--imgsz']),
+    (['--max-frames', 'five'], ['--max-frames']),
+    (['--mode', 'banana'], ['--mode']),
+    (['--no-such-flag'], ['--no-such-flag']),
+])
+def test_bad_flags(flags, words, base, test_video, tmp_path, capfd):
+    output = tmp_path / 'out.avi'
+    _, stderr = fail([str(test_video), *base, *flags, '--output', str(output)], capfd)
+    assert_one_error_line(stderr, *words)
+    assert not output.exists()
+
+
+def test_missing_source_argument(capfd):
+    code, stderr = fail([], capfd)
+    assert code == 2
+    assert_one_error_line(stderr, 'source')
