@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 from segtrack_ros.core.detections import Detections
 from segtrack_ros.core.segmenter import (
-    resolve_device, Segmenter, SegmenterConfig, SegmenterError)
+    check_tracker, resolve_device, Segmenter, SegmenterConfig, SegmenterError)
 from segtrack_ros.io.video_io import read_frames
 import torch
 from ultralytics import YOLO
@@ -308,3 +308,11 @@ def test_polygons_of_empty_mask_and_no_instances():
     (polygon,) = empty.polygons()
     assert polygon.shape == (0, 2)
     assert Detections.empty((240, 320)).polygons() == []
+
+
+@pytest.mark.parametrize('text', ['tracker_type: [bytetrack\n', '- bytetrack\n'])
+def test_a_tracker_file_that_is_not_a_yaml_mapping_is_refused(tmp_path, text):
+    path = tmp_path / 'bad.yaml'
+    path.write_text(text)
+    with pytest.raises(SegmenterError, match='bad.yaml'):
+        check_tracker(str(path))

@@ -105,7 +105,12 @@ def check_tracker(name):
     if not path:
         raise SegmenterError(
             f"tracker '{name}' not found: use bytetrack.yaml, botsort.yaml, ... or a path")
-    settings = YAML.load(path) or {}
+    try:
+        settings = YAML.load(path) or {}
+    except Exception as error:  # a YAML syntax error surfaces as several parser types
+        raise SegmenterError(f"tracker '{name}' is not valid YAML: {error}") from error
+    if not isinstance(settings, dict):
+        raise SegmenterError(f"tracker '{name}' must be a YAML mapping with a tracker_type")
     kind = settings.get('tracker_type')
     if kind not in TRACKER_MAP:
         raise SegmenterError(
