@@ -24,7 +24,7 @@ from segtrack_ros.core.segmenter import BUNDLED_MODEL
 from segtrack_ros.eval.synthetic import generate_scene, SceneConfig
 from segtrack_ros.io import image_codec
 from sensor_msgs.msg import CompressedImage, Image
-from test_image_codec import gray_png
+from test_io_image_codec import gray_png
 from vision_msgs.msg import Detection2DArray, LabelInfo
 
 TIMEOUT = 60.0
