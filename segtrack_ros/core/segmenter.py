@@ -15,7 +15,7 @@ import numpy as np
 from segtrack_ros.core.detections import detections_from_result
 from segtrack_ros.core.runtime import usable_cores
 
-BUNDLED_MODEL = Path(__file__).resolve().parent / 'data' / 'shapes-seg.pt'
+BUNDLED_MODEL = Path(__file__).resolve().parents[1] / 'data' / 'shapes-seg.pt'
 MODES = ('predict', 'track')
 
 

@@ -26,7 +26,7 @@ def profile_path():
             return installed
     except (PackageNotFoundError, OSError):  # OSError: no AMENT_PREFIX_PATH (pip install)
         pass
-    return Path(__file__).resolve().parents[1] / 'config' / PROFILE_NAME
+    return Path(__file__).resolve().parents[2] / 'config' / PROFILE_NAME
 
 
 def apply_large_data_profile(environ=os.environ):
