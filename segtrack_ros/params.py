@@ -26,6 +26,8 @@ class ParameterSpec:
 
     `fixed` ones shape the pipeline (model, device, topics): they can be set while the node is
     unconfigured and are refused while it is configured. `step` makes integers multiples of it.
+    `flag` is its command-line flag in `segtrack-video` and `segtrack-bag` (`cli/common.py`
+    makes the flag from the entry); None keeps it off their command lines.
     """
 
     name: str
@@ -36,6 +38,7 @@ class ParameterSpec:
     high: float = None
     step: int = None
     fixed: bool = False
+    flag: str = None
 
     def check(self, value):
         """Return why `value` is refused, or None when it is allowed."""
@@ -60,24 +63,27 @@ PARAMETERS = (
     ParameterSpec('model', 'yolov8n-seg.pt',
                   'Model: .pt/.onnx/.engine file, OpenVINO folder, or an official name (fetched '
                   'by ultralytics when online). .pt files are pickles: load only trusted weights.',
-                  fixed=True),
+                  fixed=True, flag='--model'),
     ParameterSpec('device', 'auto',
-                  'auto (first CUDA GPU, else CPU), cpu, cuda, cuda:N, N or mps.', fixed=True),
+                  'auto (first CUDA GPU, else CPU), cpu, cuda, cuda:N, N or mps.', fixed=True,
+                  flag='--device'),
     ParameterSpec('mode', 'track', 'predict (segmentation) or track (segmentation + tracking).',
-                  choices=MODES),
+                  choices=MODES, flag='--mode'),
     ParameterSpec('color_mode', 'class',
                   'Colour and label instances by class, or by track id (needs mode track).',
-                  choices=COLOR_MODES),
+                  choices=COLOR_MODES, flag='--color-by'),
     ParameterSpec('tracker', 'bytetrack.yaml',
                   'Tracker config: bytetrack.yaml, botsort.yaml, ... or a path. '
-                  'Changing it resets the tracks.'),
-    ParameterSpec('conf', 0.25, 'Confidence threshold.', low=0.0, high=1.0),
-    ParameterSpec('iou', 0.7, 'NMS IoU threshold.', low=0.0, high=1.0),
+                  'Changing it resets the tracks.', flag='--tracker'),
+    ParameterSpec('conf', 0.25, 'Confidence threshold.', low=0.0, high=1.0, flag='--conf'),
+    ParameterSpec('iou', 0.7, 'NMS IoU threshold.', low=0.0, high=1.0, flag='--iou'),
     ParameterSpec('imgsz', 640, 'Inference size in pixels (a multiple of 32).', low=32,
-                  high=4096, step=32),
+                  high=4096, step=32, flag='--imgsz'),
     ParameterSpec('half', False, 'FP16 inference (CUDA only).', fixed=True),
-    ParameterSpec('max_det', 300, 'Most instances per frame.', low=1, high=1000),
-    ParameterSpec('classes', [], 'Class ids to keep; empty keeps all.', low=0, high=65534),
+    ParameterSpec('max_det', 300, 'Most instances per frame.', low=1, high=1000,
+                  flag='--max-det'),
+    ParameterSpec('classes', [], 'Class ids to keep; empty keeps all.', low=0, high=65534,
+                  flag='--classes'),
     ParameterSpec('retina_masks', False,
                   'Masks at full input resolution from the model (sharper, slower).'),
     ParameterSpec('line_width', 0, 'Outline width in pixels; 0 picks one from the image size.',
@@ -85,9 +91,9 @@ PARAMETERS = (
     ParameterSpec('show_labels', True, 'Draw a label (class name or track id) at each mask.'),
     ParameterSpec('show_conf', False, 'Add the confidence to each label.'),
     ParameterSpec('mask_alpha', 0.3, 'Opacity of the mask fill; 0 draws outlines only.',
-                  low=0.0, high=1.0),
+                  low=0.0, high=1.0, flag='--mask-alpha'),
     ParameterSpec('trail_length', 0, 'Track trails of this many frames; 0 = no trails.',
-                  low=0, high=1000),
+                  low=0, high=1000, flag='--trail-length'),
     ParameterSpec('input_transport', 'raw',
                   'raw: subscribe image (sensor_msgs/Image); compressed: image/compressed.',
                   choices=INPUT_TRANSPORTS, fixed=True),
