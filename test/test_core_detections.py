@@ -13,8 +13,9 @@ import numpy as np
 import pytest
 from segtrack_ros.core import labels
 from segtrack_ros.core.crop_predictor import CropPredictor
+from segtrack_ros.core.crop_predictor import mask_crops
 from segtrack_ros.core.detections import (crops_of_masks, Detections, detections_from_result,
-                                          mask_crops, MaskCrops, MaskFrame)
+                                          MaskCrops, MaskFrame)
 from segtrack_ros.core.segmenter import BUNDLED_MODEL, Segmenter, SegmenterConfig
 from segtrack_ros.eval.synthetic import SceneConfig, write_video
 from segtrack_ros.io.video_io import read_frames

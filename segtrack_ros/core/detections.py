@@ -5,18 +5,19 @@ Each instance's mask stays at the model's resolution (the letterboxed inference 
 size with `retina_masks`), cropped to where it is set: a few kilobytes an instance, whatever the
 input size. What must be full size is made from these crops on demand: one instance's mask
 (`Detections.mask`), the outlines (`Detections.contours`, sub-pixel, like ultralytics' `masks.xy`),
-and, in `labels`, the label images by one resize of a small one.
+and, in `labels`, the label images by one resize of a small one. The crops are made box by box
+in `crop_predictor`; the bilinear arithmetic all three share is in `resize`.
 
 Everything downstream (rendering, label images, ROS messages, evaluation) works on `Detections`, so
 a change in ultralytics' result layout touches this file only.
 """
 
 from dataclasses import dataclass
-from functools import cached_property, lru_cache
-import math
+from functools import cached_property
 
 import cv2
 import numpy as np
+from segtrack_ros.core.resize import content_box, upsample_axis
 
 
 @dataclass(frozen=True)
@@ -91,9 +92,9 @@ class Detections:
         if not crop.size:
             return result
         top, left = frame.content[:2]
-        rows = _upsample_axis(y - top, crop.shape[0], frame.content_shape[0], self.image_shape[0])
-        cols = _upsample_axis(x - left, crop.shape[1], frame.content_shape[1],
-                              self.image_shape[1])
+        rows = upsample_axis(y - top, crop.shape[0], frame.content_shape[0], self.image_shape[0])
+        cols = upsample_axis(x - left, crop.shape[1], frame.content_shape[1],
+                             self.image_shape[1])
         (row0, row1, upper_row, lower_row, row_weight) = rows
         (col0, col1, left_col, right_col, col_weight) = cols
         source = np.pad(crop, 1).astype(np.float32)
@@ -163,9 +164,9 @@ class Detections:
         if frame.identity or not crop.size:
             return slice(y, y + crop.shape[0]), slice(x, x + crop.shape[1])
         top, left = frame.content[:2]
-        rows = _upsample_axis(y - top, crop.shape[0], frame.content_shape[0], self.image_shape[0])
-        cols = _upsample_axis(x - left, crop.shape[1], frame.content_shape[1],
-                              self.image_shape[1])
+        rows = upsample_axis(y - top, crop.shape[0], frame.content_shape[0], self.image_shape[0])
+        cols = upsample_axis(x - left, crop.shape[1], frame.content_shape[1],
+                             self.image_shape[1])
         return slice(*rows[:2]), slice(*cols[:2])
 
 
@@ -190,7 +191,7 @@ class MaskFrame:
     @cached_property
     def content(self):
         """Top, left, bottom, right of the image inside the mask frame, as ultralytics crops it."""
-        return _content_box(self.shape, self.image_shape)
+        return content_box(self.shape, self.image_shape)
 
     @property
     def content_shape(self):
@@ -232,171 +233,16 @@ class MaskFrame:
                           interpolation=cv2.INTER_NEAREST_EXACT)
 
 
-def corner_owners(detections, owner):
-    """
-    Where the nearest resize of `owner` (an index image of the mask frame) is not exact.
-
-    Upscaled bilinearly (as `scale_masks` does) and thresholded at 0.5, a mask differs from its
-    nearest resize only in cells of 2×2 source pixels whose labels do not split along a row or a
-    column (corners and diagonal steps), or at outputs that weigh both sides of an edge alike
-    (a tie: 0.5 is not more than 0.5). There, each output pixel goes to the first instance
-    (by score) whose own upscaled mask holds it, the instances hidden under others at the four
-    source pixels included. Returns the rows, columns and owner indices (0 for the background) of
-    those output pixels: with them, the owner image equals the instances' `mask`s painted in
-    score order, pixel for pixel.
-    """
-    frame = detections.frame
-    if frame.identity:
-        return np.zeros(0, np.intp), np.zeros(0, np.intp), owner[:0, 0]
-    top, left, bottom, right = frame.content
-    height, width = bottom - top, right - left
-    # Cell (r, c) holds the outputs whose first taps are source pixel (r, c); the taps past the
-    # last row and column repeat it, as torch clamps them.
-    owner = np.pad(owner[top:bottom, left:right], ((0, 1), (0, 1)), mode='edge')
-    across = owner[:, :-1] == owner[:, 1:]  # a pixel and its right neighbour alike
-    down = owner[:-1] == owner[1:]  # a pixel and the one below alike
-    rows_alike = across[:-1] & across[1:]  # the cell's top pair alike, and its bottom pair
-    uniform = rows_alike & down[:, :-1]
-    straight = np.logical_or(rows_alike, down[:, :-1] & down[:, 1:], out=rows_alike)
-    # a straight edge is a nearest copy too, but for outputs weighing both sides about equally
-    ties = (_tie_cells(height, frame.image_shape[0])[:, None]
-            | _tie_cells(width, frame.image_shape[1])[None, :])
-    ties &= ~uniform
-    cell_rows, cell_cols = np.divmod(np.flatnonzero(ties | ~straight), width)
-    rows, row_weight, row_valid = _cell_outputs(cell_rows, height, frame.image_shape[0])
-    cols, col_weight, col_valid = _cell_outputs(cell_cols, width, frame.image_shape[1])
-    weights = row_weight[:, :, None], col_weight[:, None, :]
-    # Each output takes the tap label whose weight exceeds 0.5. When none does (three labels,
-    # or two across a diagonal), an instance hidden at the taps may still reach 0.5.
-    taps = [owner[cell_rows + dy, cell_cols + dx] for dy in (0, 1) for dx in (0, 1)]
-    result = np.zeros((len(cell_rows), rows.shape[1], cols.shape[1]), owner.dtype)
-    decided = np.zeros(result.shape, bool)
-    for label in taps:
-        above = _bilinear_value([tap == label for tap in taps], *weights) > 0.5
-        np.maximum(result, np.where(above, label[:, None, None], 0), out=result)
-        decided |= above
-    valid = row_valid[:, :, None] & col_valid[:, None, :]
-    contested = np.flatnonzero((~decided & valid).any(axis=(1, 2)))
-    if len(contested):
-        tap_rows = np.minimum(cell_rows[contested, None] + (0, 1), height - 1) + top
-        tap_cols = np.minimum(cell_cols[contested, None] + (0, 1), width - 1) + left
-        result[contested] = _exact_owners(detections, tap_rows, tap_cols,
-                                          *(weight[contested] for weight in weights))
-    shape = result.shape
-    return (np.broadcast_to(rows[:, :, None], shape)[valid],
-            np.broadcast_to(cols[:, None, :], shape)[valid], result[valid])
-
-
-def _bilinear_value(taps, row_weight, col_weight):
-    """Bilinear value, as torch weighs them, of 0/1 taps (four K-vectors) at K×S×S outputs."""
-    upper_left, upper_right, lower_left, lower_right = (
-        tap.astype(np.float32)[:, None, None] for tap in taps)
-    return ((1 - row_weight) * (upper_left * (1 - col_weight) + upper_right * col_weight)
-            + row_weight * (lower_left * (1 - col_weight) + lower_right * col_weight))
-
-
-def _exact_owners(detections, tap_rows, tap_cols, row_weight, col_weight):
-    """Owner (index + 1, or 0) of the outputs of cells with taps at mask-frame rows, columns."""
-    sizes = np.array([crop.shape for crop in detections.crops]).reshape(-1, 2)
-    x0, y0 = detections.origins[:, 0], detections.origins[:, 1]
-    x1, y1 = x0 + sizes[:, 1], y0 + sizes[:, 0]
-    near = ((tap_rows[:, 1:] >= y0) & (tap_rows[:, :1] < y1)
-            & (tap_cols[:, 1:] >= x0) & (tap_cols[:, :1] < x1))
-    cells, instances = np.nonzero(near)
-    flat = np.concatenate([crop.ravel() for crop in detections.crops] + [np.zeros(1, bool)])
-    starts = np.concatenate(([0], np.cumsum(sizes[:, 0] * sizes[:, 1])))[instances]
-    height, width = sizes[instances, 0], sizes[instances, 1]
-    taps = []
-    for dy in (0, 1):
-        for dx in (0, 1):
-            y = tap_rows[cells, dy] - y0[instances]
-            x = tap_cols[cells, dx] - x0[instances]
-            inside = (y >= 0) & (y < height) & (x >= 0) & (x < width)
-            taps.append(flat[np.where(inside, starts + y * width + x, -1)])
-    held = _bilinear_value(taps, row_weight[cells], col_weight[cells]) > 0.5
-    # Pairs come by cell, then by instance, and every cell has one (an instance owns a tap):
-    # the first instance holding an output is the minimum over the cell's pairs.
-    groups = np.flatnonzero(np.concatenate(([True], cells[1:] != cells[:-1])))
-    first = np.minimum.reduceat(np.where(held, instances[:, None, None], len(detections)),
-                                groups, axis=0)
-    return np.where(first < len(detections), first + 1, 0)
-
-
-@lru_cache(maxsize=16)
-def _tie_cells(source_size, size):
-    """Cells (by first source pixel) holding an output whose second weight is about 0.5."""
-    first, _, weight = _bilinear_taps(source_size, size)
-    ties = np.zeros(source_size, bool)
-    ties[first[np.abs(weight - 0.5) < 1e-3]] = True
-    ties.flags.writeable = False
-    return ties
-
-
-def _cell_outputs(cells, source_size, size):
-    """Return the outputs whose first tap is each of `cells`: indices, weights, valid (K×S)."""
-    first, _, weight = _bilinear_taps(source_size, size)
-    starts = np.searchsorted(first, np.arange(source_size + 1))
-    counts = starts[cells + 1] - starts[cells]
-    steps = np.arange(max(int(counts.max(initial=0)), 1))
-    outputs = np.minimum(starts[cells][:, None] + steps, size - 1)
-    return outputs, weight[outputs], steps < counts[:, None]
-
-
-def _content_box(mask_shape, image_shape):
-    """Top, left, bottom, right of the image inside the letterboxed mask, as ultralytics crops."""
-    (height, width), (image_height, image_width) = mask_shape, image_shape
-    gain = min(height / image_height, width / image_width)
-    content_height = max(round(image_height * gain), 1)
-    content_width = max(round(image_width * gain), 1)
-    top = round((height - content_height) / 2 - 0.1)
-    left = round((width - content_width) / 2 - 0.1)
-    return top, left, top + content_height, left + content_width
-
-
-@lru_cache(maxsize=32)
-def _bilinear_taps(source_size, size, scale=None):
-    """
-    Source indices and weights of every output of a 1-D bilinear resize, as torch computes them.
-
-    `align_corners=False`; `scale` (source per output) is `source_size / size` unless given, as
-    `F.interpolate` takes it from `scale_factor`. Returns read-only (first, second, weight).
-    """
-    scale = np.float32(source_size / size if scale is None else scale)
-    position = np.arange(size, dtype=np.float32)
-    position = np.maximum(scale * (position + np.float32(0.5)) - np.float32(0.5), np.float32(0))
-    first = np.minimum(np.floor(position).astype(np.intp), source_size - 1)
-    weight = np.clip(position - first, 0, 1).astype(np.float32)
-    taps = first, np.minimum(first + 1, source_size - 1), weight
-    for array in taps:
-        array.flags.writeable = False
-    return taps
-
-
-def _upsample_axis(start, length, source_size, size):
-    """
-    Along one axis: outputs reached by source pixels start..start+length-1, and their taps.
-
-    Returns (stop, start) of the outputs, then the two tap indices into the source span padded
-    by one zero on each side, and the weight of the second tap.
-    """
-    first, second, weight = _bilinear_taps(source_size, size)
-    begin = int(np.searchsorted(second, start, 'left'))
-    end = int(np.searchsorted(first, start + length - 1, 'right'))
-    low, high = first[begin:end] - start + 1, second[begin:end] - start + 1
-    return (begin, end, np.clip(low, 0, length + 1), np.clip(high, 0, length + 1),
-            weight[begin:end])
-
-
 def crops_of_masks(masks):
     """Crop each of N binary masks (N×h×w) to where it is set: (crops, origins)."""
     crops, origins = [], np.zeros((len(masks), 2), np.int64)
     for index, mask in enumerate(masks):
-        crop, origins[index] = _trim(mask, 0, 0)
+        crop, origins[index] = trim_mask(mask, 0, 0)
         crops.append(crop)
     return tuple(crops), origins
 
 
-def _trim(mask, x, y):
+def trim_mask(mask, x, y):
     """Crop a bool `mask` whose top-left is at (x, y) to its set pixels: (crop, (x, y))."""
     rows, cols = np.flatnonzero(mask.any(axis=1)), np.flatnonzero(mask.any(axis=0))
     if not len(rows):
@@ -430,86 +276,6 @@ class MaskCrops:
         return self
 
     numpy = cpu
-
-
-def mask_crops(protos, coefficients, boxes, shape, image_shape=None):
-    """
-    Each instance's binary mask at `shape`, cropped to its box and then to its set pixels.
-
-    The masks ultralytics' segment predictor makes, computed only inside each box: with
-    `image_shape` None, `ops.process_mask(..., upsample=True)` (prototypes resized to the
-    letterboxed inference size `shape`, boxes at that size); else `ops.process_mask_native`
-    (retina masks: resized through the letterbox to the input size `shape == image_shape`, boxes
-    in input pixels). `protos` (C×h×w), `coefficients` (N×C) and `boxes` (N×4) are float arrays.
-    Returns `MaskCrops`; an instance whose mask is empty has a 0×0 crop.
-    """
-    protos = np.asarray(protos, np.float32)
-    shape, image_shape = tuple(shape), image_shape and tuple(image_shape)
-    channels = protos.shape[0]
-    rows = _interpolation_matrix(protos.shape[1], protos.shape[2], shape, image_shape, 0)
-    cols = _interpolation_matrix(protos.shape[1], protos.shape[2], shape, image_shape, 1)
-    crops, origins = [], np.zeros((len(boxes), 2), np.int64)
-    for index, (coefficient, box) in enumerate(zip(np.asarray(coefficients, np.float32),
-                                                   np.asarray(boxes, np.float32))):
-        # ultralytics' crop_mask keeps columns c with x1 <= c < x2, rows likewise
-        x0, y0 = (min(max(math.ceil(v), 0), size) for v, size in zip(box[:2], shape[::-1]))
-        x1, y1 = (min(max(math.ceil(v), 0), size) for v, size in zip(box[2:], shape[::-1]))
-        if x1 <= x0 or y1 <= y0:
-            crops.append(np.zeros((0, 0), bool))
-            continue
-        (weights_y, p0, p1), (weights_x, q0, q1) = rows.window(y0, y1), cols.window(x0, x1)
-        window = protos[:, p0:p1, q0:q1]
-        logits = (coefficient @ window.reshape(channels, -1)).reshape(window.shape[1:])
-        crop, origins[index] = _trim(weights_y @ logits @ weights_x.T > 0, x0, y0)
-        crops.append(crop)
-    return MaskCrops(crops, origins, shape)
-
-
-class _Interpolation:
-    """A 1-D resize as a matrix (outputs × sources) and each output's band of sources."""
-
-    def __init__(self, matrix):
-        self.matrix = matrix
-        nonzero = matrix != 0
-        self.low = nonzero.argmax(axis=1)
-        self.high = matrix.shape[1] - nonzero[:, ::-1].argmax(axis=1)
-
-    def window(self, start, stop):
-        """Weights of outputs start..stop-1 over the sources they need, and those sources."""
-        low, high = int(self.low[start:stop].min()), int(self.high[start:stop].max())
-        return self.matrix[start:stop, low:high], low, high
-
-
-@lru_cache(maxsize=16)
-def _interpolation_matrix(proto_height, proto_width, shape, image_shape, axis):
-    """Return the resize of ultralytics' prototypes to `shape` along `axis` (0: rows, 1: cols)."""
-    source = (proto_height, proto_width)[axis]
-    if image_shape is None:  # process_mask: one bilinear resize to the inference size
-        return _Interpolation(_matrix(source, shape[axis]))
-    # process_mask_native: an exact 1, 2 or 4 times upsampling, then scale_masks to the image
-    height, width = image_shape
-    gain = min(4 * proto_height / height, 4 * proto_width / width)
-    pad = ((4 * proto_height - max(round(height * gain), 1))
-           | (4 * proto_width - max(round(width * gain), 1)))
-    factor = 4 // math.gcd(4, pad | pad // 2)
-    upsampled = (factor * proto_height, factor * proto_width)
-    first = (_matrix(source, factor * source, scale=1 / factor) if factor > 1
-             else np.eye(source, dtype=np.float32))
-    top, left, bottom, right = _content_box(upsampled, image_shape)
-    start, stop = ((top, bottom), (left, right))[axis]
-    second = _matrix(stop - start, image_shape[axis])
-    return _Interpolation((second.astype(np.float64)
-                           @ first[start:stop].astype(np.float64)).astype(np.float32))
-
-
-def _matrix(source_size, size, scale=None):
-    """Return the bilinear resize of `_bilinear_taps` as a (size × source_size) float32 matrix."""
-    first, second, weight = _bilinear_taps(source_size, size, scale)
-    matrix = np.zeros((size, source_size), np.float32)
-    outputs = np.arange(size)
-    np.add.at(matrix, (outputs, first), 1 - weight)
-    np.add.at(matrix, (outputs, second), weight)
-    return matrix
 
 
 def detections_from_result(result, tracked):
