@@ -6,21 +6,20 @@ This is the only module that calls ultralytics' model API; it returns `Detection
 
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
-import importlib.util
 from pathlib import Path
-from types import SimpleNamespace
 
 import numpy as np
 
 from segtrack_ros.core.detections import detections_from_result
+from segtrack_ros.core.errors import SegmenterError
 from segtrack_ros.core.runtime import usable_cores
+from segtrack_ros.core.tracking import check_tracker, StreamTrackers
+
+__all__ = ('BUNDLED_MODEL', 'MODES', 'Segmenter', 'SegmenterConfig', 'SegmenterError',
+           'check_tracker', 'load_model', 'resolve_device')
 
 BUNDLED_MODEL = Path(__file__).resolve().parents[1] / 'data' / 'shapes-seg.pt'
 MODES = ('predict', 'track')
-
-
-class SegmenterError(Exception):
-    """A model or device that cannot be used; the message names the value and the fix."""
 
 
 @dataclass(frozen=True)
@@ -83,48 +82,6 @@ def is_official_model_name(name):
     return name in GITHUB_ASSETS_NAMES
 
 
-def check_tracker(name):
-    """
-    Return the path of tracker config `name` (e.g. `bytetrack.yaml`, or a path to a yaml).
-
-    Raises `SegmenterError` when tracking cannot run: the `lap` package is missing (ultralytics
-    would try to install it at run time), the file cannot be found, or it names a tracker that
-    needs hooks into ultralytics' own predictor (TrackTrack, ReID), which per-stream batched
-    tracking cannot give it. Refused up front rather than failing on every frame.
-    """
-    if importlib.util.find_spec('lap') is None:
-        raise SegmenterError(
-            "tracking needs the 'lap' package: pip install lap (or use mode predict)")
-    from ultralytics.trackers.track import TRACKER_MAP
-    from ultralytics.utils import YAML
-    from ultralytics.utils.checks import check_yaml
-
-    if not str(name).endswith(('.yaml', '.yml')):
-        raise SegmenterError(f"tracker '{name}' must be a .yaml file, e.g. bytetrack.yaml")
-    path = check_yaml(name, hard=False)
-    if not path:
-        raise SegmenterError(
-            f"tracker '{name}' not found: use bytetrack.yaml, botsort.yaml, ... or a path")
-    try:
-        settings = YAML.load(path) or {}
-    except Exception as error:  # a YAML syntax error surfaces as several parser types
-        raise SegmenterError(f"tracker '{name}' is not valid YAML: {error}") from error
-    if not isinstance(settings, dict):
-        raise SegmenterError(f"tracker '{name}' must be a YAML mapping with a tracker_type")
-    kind = settings.get('tracker_type')
-    if kind not in TRACKER_MAP:
-        raise SegmenterError(
-            f"tracker '{name}': tracker_type {kind!r} is not one of {', '.join(TRACKER_MAP)}")
-    tracker_class = TRACKER_MAP[kind]
-    if (settings.get('with_reid') or hasattr(tracker_class, 'setup_predictor')
-            or hasattr(tracker_class, 'compute_frame_extras')):
-        raise SegmenterError(
-            f"tracker '{name}' ({kind}{', ReID' if settings.get('with_reid') else ''}) needs "
-            'hooks into the model that per-camera tracking cannot give it: use '
-            'bytetrack.yaml, botsort.yaml (with_reid: false), ocsort.yaml or fasttrack.yaml')
-    return path
-
-
 def load_model(name):
     """
     Load a YOLO segmentation model from a path, an official name, or a model yaml (untrained).
@@ -165,10 +122,9 @@ class Segmenter:
     """
     Segment frames with a YOLO model, with per-stream multi-object tracking in track mode.
 
-    Ultralytics keeps one tracker per model for numpy frames; the segmenter keeps one per stream
-    name and updates it with that stream's results, so frames of several cameras can be
-    interleaved, or inferred together as one batch, without mixing their tracks or ids. Not
-    thread-safe: one caller at a time.
+    Each stream name has its own tracker (`tracking.StreamTrackers`), so frames of several
+    cameras can be interleaved, or inferred together as one batch, without mixing their tracks
+    or ids. Not thread-safe: one caller at a time.
 
     >>> segmenter = Segmenter(SegmenterConfig(model='shapes-seg.pt', device='cpu'))
     >>> detections = segmenter.process(frame, stream='front_camera')
@@ -179,9 +135,9 @@ class Segmenter:
         import torch
 
         self._threads = torch.get_num_threads()  # ultralytics lowers it when it picks the device
-        if config.mode == 'track':
-            check_tracker(config.tracker)
         self.config = replace(config, device=resolve_device(config.device))
+        self._tracking = StreamTrackers(config.tracker, self.config.device) if (
+            config.mode == 'track') else None
         # Every torch call runs on this one thread, whichever thread calls the segmenter: the
         # OpenMP runtime (libgomp) gives each calling thread its own worker pool, and once more
         # pool threads exist than cores, the workers sleep between parallel regions instead of
@@ -189,7 +145,6 @@ class Segmenter:
         # that loaded the model, 80-85 ms on a second one (34 000 context switches vs 700).
         self._torch_thread = ThreadPoolExecutor(1, thread_name_prefix='segmenter')
         self._model = self._on_torch_thread(load_model, config.model)
-        self._trackers = {}
         self._on_torch_thread(self._warm_up)
 
     @property
@@ -209,17 +164,15 @@ class Segmenter:
         new = replace(self.config, **changes)
         if new.mode == 'track' and (new.tracker != self.config.tracker
                                     or self.config.mode != 'track'):
-            check_tracker(new.tracker)
-        if new.tracker != self.config.tracker:
-            self.reset()
+            self._tracking = StreamTrackers(new.tracker, new.device)
+        elif new.mode != 'track':
+            self._tracking = None
         self.config = new
 
     def reset(self, stream=None):
         """Forget the tracks of `stream`, or of every stream; ids start again at 1."""
-        if stream is None:
-            self._trackers.clear()
-        else:
-            self._trackers.pop(stream, None)
+        if self._tracking is not None:
+            self._tracking.reset(stream)
 
     def release(self):
         """Free the model (and its GPU memory); the segmenter cannot be used afterwards."""
@@ -227,7 +180,7 @@ class Segmenter:
             import torch
 
             self._model = None
-            self._trackers.clear()
+            self._tracking = None
             if torch.cuda.is_available():
                 torch.cuda.empty_cache()
 
@@ -266,36 +219,9 @@ class Segmenter:
         results = self._model.predict(frames, **options)
         tracked = config.mode == 'track'
         if tracked:
-            results = self._track(results, streams)
+            results = self._tracking.update(results, streams)
         self._restore_threads()
         return [detections_from_result(result, tracked) for result in results]
-
-    def _track(self, results, streams):
-        """
-        Update each stream's tracker with its result, through ultralytics' own track callbacks.
-
-        Ultralytics gives a list of frames one tracker; its callbacks give a stream source one
-        tracker per frame. They run here on a stand-in predictor holding the streams' trackers,
-        so that tracking, confirmation and the tracked boxes are exactly those of `model.track`.
-        """
-        from ultralytics.trackers.track import on_predict_postprocess_end, on_predict_start
-
-        for stream in streams:
-            if stream not in self._trackers:
-                fresh = self._stand_in(batch_size=1)
-                on_predict_start(fresh)
-                self._trackers[stream] = fresh.trackers[0]
-        batch = self._stand_in(batch_size=len(results))
-        batch.trackers = [self._trackers[stream] for stream in streams]
-        batch.results = list(results)
-        on_predict_postprocess_end(batch, persist=True)
-        return batch.results
-
-    def _stand_in(self, batch_size):
-        return SimpleNamespace(
-            args=SimpleNamespace(mode='track', task='segment', tracker=self.config.tracker),
-            dataset=SimpleNamespace(mode='stream', bs=batch_size), device=self.config.device,
-            vid_path=[None] * batch_size)
 
     def _warm_up(self):
         """Run one blank frame, so that the predictor exists and a broken model fails here."""
