@@ -136,8 +136,9 @@ class Segmenter:
 
         self._threads = torch.get_num_threads()  # ultralytics lowers it when it picks the device
         self.config = replace(config, device=resolve_device(config.device))
-        self._tracking = StreamTrackers(config.tracker, self.config.device) if (
-            config.mode == 'track') else None
+        if config.mode == 'track':
+            check_tracker(config.tracker)  # before the model loads: a typo fails at once
+        self._tracking = None
         # Every torch call runs on this one thread, whichever thread calls the segmenter: the
         # OpenMP runtime (libgomp) gives each calling thread its own worker pool, and once more
         # pool threads exist than cores, the workers sleep between parallel regions instead of
@@ -146,6 +147,8 @@ class Segmenter:
         self._torch_thread = ThreadPoolExecutor(1, thread_name_prefix='segmenter')
         self._model = self._on_torch_thread(load_model, config.model)
         self._on_torch_thread(self._warm_up)
+        if config.mode == 'track':
+            self._on_torch_thread(self._set_tracking, config.tracker)
 
     @property
     def leaves_cpu_free(self):
@@ -164,9 +167,9 @@ class Segmenter:
         new = replace(self.config, **changes)
         if new.mode == 'track' and (new.tracker != self.config.tracker
                                     or self.config.mode != 'track'):
-            self._tracking = StreamTrackers(new.tracker, new.device)
-        elif new.mode != 'track':
-            self._tracking = None
+            self._on_torch_thread(self._set_tracking, new.tracker)
+        elif new.mode != 'track' and self._tracking is not None:
+            self._on_torch_thread(self._set_tracking, None)
         self.config = new
 
     def reset(self, stream=None):
@@ -213,7 +216,7 @@ class Segmenter:
             'conf': config.conf, 'iou': config.iou, 'imgsz': config.imgsz,
             'max_det': config.max_det, 'classes': list(config.classes) or None,
             'retina_masks': config.retina_masks, 'device': config.device, 'verbose': False,
-            'predictor': CropPredictor}
+            'predictor': CropPredictor, 'mode': config.mode}  # track: the tracker hooks act
         if config.half:
             options['quantize'] = 16
         results = self._model.predict(frames, **options)
@@ -222,6 +225,15 @@ class Segmenter:
             results = self._tracking.update(results, streams)
         self._restore_threads()
         return [detections_from_result(result, tracked) for result in results]
+
+    def _set_tracking(self, name):
+        """Start fresh trackers of config `name` on the predictor (None: stop tracking)."""
+        tracking = None if name is None else StreamTrackers(name, self._model.predictor)
+        if self._tracking is not None:
+            self._tracking.stop()
+        self._tracking = tracking
+        if tracking is not None:
+            tracking.start()
 
     def _warm_up(self):
         """Run one blank frame, so that the predictor exists and a broken model fails here."""

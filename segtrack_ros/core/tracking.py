@@ -1,72 +1,148 @@
 """
-Multi-object tracking per stream, through ultralytics' own track callbacks.
+Multi-object tracking per stream, with the hooks ultralytics' own tracking gives a tracker.
 
-Ultralytics keeps one tracker per model for numpy frames; `StreamTrackers` keeps one per stream
-name and updates it with that stream's results, so frames of several cameras can be interleaved,
-or inferred together as one batch, without mixing their tracks or ids.
+`model.track(frame, persist=True)` keeps one tracker per model; `StreamTrackers` keeps one per
+stream name, so that frames of several cameras, inferred together as one batch by the segmenter,
+never mix their tracks or ids. Each stream's tracker gets what `model.track` would give it on that
+camera's frames alone, through ultralytics' own code: the tracker config as `on_predict_start`
+reads it, the predictor set-up of the tracker class (`setup_predictor`), the detector's features
+for native ReID (`model: auto`, a forward pre-hook on the detection head, split per frame of the
+batch by the predictor), and `on_predict_postprocess_end`, which computes the per-frame extras
+(`compute_frame_extras`) and updates each tracker with its frame's result.
 """
 
 import importlib.util
+from pathlib import Path
 from types import SimpleNamespace
 
 from segtrack_ros.core.errors import SegmenterError
 
+# Tracker types that read `with_reid` and `model` (ultralytics' on_predict_start).
+REID_TRACKERS = ('botsort', 'tracktrack', 'deepocsort')
+# What ultralytics uses for `model: auto` when the detector has no torch Detect head (exports).
+AUTO_FALLBACK_REID = 'yolo26n-cls.pt'
+
 
 def check_tracker(name):
     """
-    Return the path of tracker config `name` (e.g. `bytetrack.yaml`, or a path to a yaml).
+    Return the path of tracker config `name` (e.g. `tracktrack.yaml`, or a path to a yaml).
 
     Raises `SegmenterError` when tracking cannot run: the `lap` package is missing (ultralytics
-    would try to install it at run time), the file cannot be found, or it names a tracker that
-    needs hooks into ultralytics' own predictor (TrackTrack, ReID), which per-stream batched
-    tracking cannot give it. Refused up front rather than failing on every frame.
+    would try to install it at run time), the file cannot be found or is not a tracker config, or
+    its ReID model (`with_reid: true`, `model` other than `auto`) is neither a file here nor a name
+    ultralytics can download. Refused up front rather than failing on every frame.
     """
     if importlib.util.find_spec('lap') is None:
         raise SegmenterError(
             "tracking needs the 'lap' package: pip install lap (or use mode predict)")
     from ultralytics.trackers.track import TRACKER_MAP
+
+    settings, path = _load_settings(name)
+    kind = settings.get('tracker_type')
+    if kind not in TRACKER_MAP:
+        raise SegmenterError(
+            f"tracker '{name}': tracker_type {kind!r} is not one of {', '.join(TRACKER_MAP)}")
+    reid_model = str(settings.get('model', 'auto'))
+    if (kind in REID_TRACKERS and settings.get('with_reid') and reid_model != 'auto'
+            and not Path(reid_model).expanduser().exists() and not _downloadable(reid_model)):
+        raise SegmenterError(
+            f"tracker '{name}': ReID model '{reid_model}' not found: give the path of a "
+            'classification or ReID model (.pt, .onnx, ...), or model: auto (the detector '
+            'features)')
+    return path
+
+
+def _load_settings(name):
+    """Return the settings (a dict) and the path of tracker config `name`."""
     from ultralytics.utils import YAML
     from ultralytics.utils.checks import check_yaml
 
     if not str(name).endswith(('.yaml', '.yml')):
-        raise SegmenterError(f"tracker '{name}' must be a .yaml file, e.g. bytetrack.yaml")
+        raise SegmenterError(f"tracker '{name}' must be a .yaml file, e.g. tracktrack.yaml")
     path = check_yaml(name, hard=False)
     if not path:
         raise SegmenterError(
-            f"tracker '{name}' not found: use bytetrack.yaml, botsort.yaml, ... or a path")
+            f"tracker '{name}' not found: use tracktrack.yaml, bytetrack.yaml, botsort.yaml, "
+            'ocsort.yaml, deepocsort.yaml, fasttrack.yaml or a path')
     try:
         settings = YAML.load(path) or {}
     except Exception as error:  # a YAML syntax error surfaces as several parser types
         raise SegmenterError(f"tracker '{name}' is not valid YAML: {error}") from error
     if not isinstance(settings, dict):
         raise SegmenterError(f"tracker '{name}' must be a YAML mapping with a tracker_type")
-    kind = settings.get('tracker_type')
-    if kind not in TRACKER_MAP:
-        raise SegmenterError(
-            f"tracker '{name}': tracker_type {kind!r} is not one of {', '.join(TRACKER_MAP)}")
-    tracker_class = TRACKER_MAP[kind]
-    if (settings.get('with_reid') or hasattr(tracker_class, 'setup_predictor')
-            or hasattr(tracker_class, 'compute_frame_extras')):
-        raise SegmenterError(
-            f"tracker '{name}' ({kind}{', ReID' if settings.get('with_reid') else ''}) needs "
-            'hooks into the model that per-camera tracking cannot give it: use '
-            'bytetrack.yaml, botsort.yaml (with_reid: false), ocsort.yaml or fasttrack.yaml')
-    return path
+    return settings, path
+
+
+def _downloadable(name):
+    """Tell whether ultralytics would fetch model `name` from its releases (when online)."""
+    from ultralytics.trackers.utils.reid import REID_ASSETS
+    from ultralytics.utils.downloads import GITHUB_ASSETS_NAMES
+
+    return name in GITHUB_ASSETS_NAMES or name in REID_ASSETS
+
+
+def has_native_features(predictor):
+    """Tell whether the predictor's model is a torch YOLO whose head ReID `auto` can hook."""
+    import torch
+    from ultralytics.nn.modules.head import Detect
+
+    model = getattr(predictor.model, 'model', None)  # AutoBackend -> torch model (.pt weights)
+    return (isinstance(model, torch.nn.Module)
+            and isinstance(getattr(model, 'model', [None])[-1], Detect)
+            and not model.model[-1].end2end)
 
 
 class StreamTrackers:
     """
-    One ultralytics tracker per stream name, made from one tracker config.
+    One ultralytics tracker per stream name, all of one tracker config, on one predictor.
 
-    >>> trackers = StreamTrackers('bytetrack.yaml', device='cpu')
-    >>> results = trackers.update(results, ['front', 'rear'])
+    A ReID model other than `auto` is loaded once here and shared by the streams' trackers (it
+    keeps no per-stream state). `start` installs the predictor hooks, `stop` removes them;
+    predictions must run with `mode='track'`, as `model.track` runs them, for the hooks to act.
+
+    >>> trackers = StreamTrackers('tracktrack.yaml', model.predictor)
+    >>> trackers.start()
+    >>> results = trackers.update(model.predict(frames, mode='track'), ['front', 'rear'])
     """
 
-    def __init__(self, name, device):
+    def __init__(self, name, predictor):
+        """Read tracker config `name` and load its ReID model; `SegmenterError` if it can't."""
+        from ultralytics.trackers.track import TRACKER_MAP
+        from ultralytics.utils import IterableSimpleNamespace
+
         check_tracker(name)
         self.name = name
-        self.device = device
+        self.predictor = predictor
+        settings = IterableSimpleNamespace(**_load_settings(name)[0])
+        settings.device = predictor.device  # any ReID model runs where the detector does
+        self.tracker_class = TRACKER_MAP[settings.tracker_type]
+        reid = settings.tracker_type in REID_TRACKERS and getattr(settings, 'with_reid', False)
+        self.native_features = (reid and getattr(settings, 'model', 'auto') == 'auto'
+                                and has_native_features(predictor))
+        if reid and getattr(settings, 'model', 'auto') == 'auto' and not self.native_features:
+            settings.model = AUTO_FALLBACK_REID  # as ultralytics does for exported detectors
+        self.settings = settings
+        self.encoder = None
+        if reid and not self.native_features:
+            self.encoder = _load_encoder(name, settings)
         self._trackers = {}
+
+    def start(self):
+        """Install what the tracker type asks of the predictor, as `on_predict_start` does."""
+        predictor = self.predictor
+        _remove_hooks(predictor)
+        if self.native_features:
+            def pre_hook(module, inputs):
+                # the head's input feature maps, for the whole batch; plain predict takes none
+                predictor._feats = list(inputs[0]) if predictor.args.mode == 'track' else None
+
+            predictor._hook = predictor.model.model.model[-1].register_forward_pre_hook(pre_hook)
+        if hasattr(self.tracker_class, 'setup_predictor'):
+            self.tracker_class.setup_predictor(predictor)
+
+    def stop(self):
+        """Remove the predictor hooks of `start`; the trackers' state stays."""
+        _remove_hooks(self.predictor)
 
     def reset(self, stream=None):
         """Forget the tracks of `stream`, or of every stream; ids start again at 1."""
@@ -79,25 +155,68 @@ class StreamTrackers:
         """
         Update each stream's tracker with its result; return the tracked results, in order.
 
-        Ultralytics gives a list of frames one tracker; its callbacks give a stream source one
-        tracker per frame. They run here on a stand-in predictor holding the streams' trackers,
-        so that tracking, confirmation and the tracked boxes are exactly those of `model.track`.
+        `on_predict_postprocess_end` runs on a view of the predictor whose batch is a stream
+        source of one tracker per frame: each result (with its own features, `result.feats`)
+        and each frame's extras go to that frame's stream's tracker, as `model.track` would give
+        them to the stream's frames alone.
         """
-        from ultralytics.trackers.track import on_predict_postprocess_end, on_predict_start
+        from ultralytics.trackers.track import on_predict_postprocess_end
 
         for stream in streams:
             if stream not in self._trackers:
-                fresh = self._stand_in(batch_size=1)
-                on_predict_start(fresh)
-                self._trackers[stream] = fresh.trackers[0]
-        batch = self._stand_in(batch_size=len(results))
-        batch.trackers = [self._trackers[stream] for stream in streams]
-        batch.results = list(results)
+                self._trackers[stream] = self._new_tracker()
+        batch = _BatchView(self.predictor, [self._trackers[stream] for stream in streams],
+                           list(results))
         on_predict_postprocess_end(batch, persist=True)
         return batch.results
 
-    def _stand_in(self, batch_size):
-        return SimpleNamespace(
-            args=SimpleNamespace(mode='track', task='segment', tracker=self.name),
-            dataset=SimpleNamespace(mode='stream', bs=batch_size), device=self.device,
-            vid_path=[None] * batch_size)
+    def _new_tracker(self):
+        if self.encoder is None:
+            return self.tracker_class(args=self.settings)
+        # Made without ReID (which would load the model again), then given the shared one:
+        # `with_reid` only decides, in the trackers' constructors, whether to build an encoder.
+        tracker = self.tracker_class(args=_with(self.settings, with_reid=False))
+        tracker.args, tracker.encoder = self.settings, self.encoder
+        return tracker
+
+
+class _BatchView:
+    """The predictor as the track callbacks see it when every frame of its batch is a stream."""
+
+    def __init__(self, predictor, trackers, results):
+        self._predictor = predictor
+        self.trackers = trackers
+        self.results = results
+        self.dataset = SimpleNamespace(mode='stream', bs=len(results))
+        self.vid_path = [None] * len(results)
+
+    def __getattr__(self, name):
+        return getattr(self._predictor, name)
+
+
+def _load_encoder(name, settings):
+    """Load the ReID model of tracker config `name` as ultralytics does, or `SegmenterError`."""
+    from ultralytics.trackers.utils.reid import build_encoder
+
+    try:
+        return build_encoder(True, settings.model, settings.device)
+    except Exception as error:  # missing download, bad file: torch and ultralytics raise many
+        raise SegmenterError(
+            f"tracker '{name}': ReID model '{settings.model}' cannot be loaded "
+            f'({error.__class__.__name__}: {error}); offline, give the path of a local model '
+            'or use model: auto') from error
+
+
+def _remove_hooks(predictor):
+    """Undo `StreamTrackers.start` (and a previous ultralytics tracking set-up) on a predictor."""
+    predictor._feats = None
+    hook = predictor.__dict__.pop('_hook', None)
+    if hook is not None:
+        hook.remove()
+    if '_orig_postprocess' in predictor.__dict__:  # TrackTrack's raw-predictions capture
+        predictor.postprocess = predictor.__dict__.pop('_orig_postprocess')
+
+
+def _with(settings, **changes):
+    """Return a copy of tracker settings with `changes`."""
+    return type(settings)(**{**vars(settings), **changes})

@@ -1,0 +1,114 @@
+"""
+Tests of segtrack_ros.core.tracking: every tracker ultralytics ships, per camera, as ultralytics.
+
+The reference is ultralytics itself: `model.track(frame, persist=True)` on each camera's frames
+alone, one model per camera. The segmenter infers the cameras' frames as one batch and must give
+each camera the same ids, boxes and masks, for every tracker type, with and without ReID.
+"""
+
+import numpy as np
+import pytest
+from segtrack_ros.core.segmenter import BUNDLED_MODEL, Segmenter, SegmenterConfig
+from segtrack_ros.eval.synthetic import generate_scene, SceneConfig
+from ultralytics import YOLO
+from ultralytics.utils import ops, YAML
+from ultralytics.utils.checks import check_yaml
+
+IMGSZ = 320
+CONF = 0.1  # model.track's default: trackers take low-score detections too
+FRAMES = 8  # TrackTrack confirms a track after 3 frames
+MIN_IOU = 0.98  # of each instance's mask with ultralytics' upscaled mask
+SHIPPED = ('bytetrack', 'botsort', 'ocsort', 'deepocsort', 'fasttrack', 'tracktrack')
+
+
+@pytest.fixture(scope='module')
+def cameras():
+    """Return three cameras' frames: three generated scenes of the same size."""
+    return [[frame for frame, _ in generate_scene(
+        SceneConfig(width=384, height=288, frames=FRAMES, objects=7, seed=seed))]
+        for seed in (11, 12, 13)]
+
+
+def tracker_file(directory, kind, **changes):
+    """Write the shipped config of `kind` with `changes` as a user file; return its path."""
+    settings = {**YAML.load(check_yaml(f'{kind}.yaml')), **changes}
+    path = directory / f"{kind}{'-reid' if changes.get('with_reid') else ''}.yaml"
+    YAML.save(path, settings)
+    return str(path)
+
+
+@pytest.fixture(scope='module')
+def configs(tmp_path_factory):
+    """Return every tracker config to test: the shipped files, and ReID variants as user files."""
+    directory = tmp_path_factory.mktemp('trackers')
+    return {**{kind: f'{kind}.yaml' for kind in SHIPPED},
+            **{f'{kind}-reid': tracker_file(directory, kind, with_reid=True)
+               for kind in ('botsort', 'deepocsort', 'tracktrack')}}
+
+
+def canonical(scores, boxes, *columns):
+    """Return `columns` ordered by descending score, ties broken by the box."""
+    boxes = np.asarray(boxes, np.float64)
+    order = np.lexsort((*boxes.T[::-1], -np.asarray(scores)))
+    return [np.asarray(column)[order] for column in columns]
+
+
+def ultralytics_frames(frames, tracker):
+    """Track one camera's frames alone with ultralytics; return (ids, boxes, masks) per frame."""
+    model = YOLO(str(BUNDLED_MODEL))
+    states = []
+    for frame in frames:
+        result = model.track(frame, persist=True, tracker=tracker, conf=CONF, imgsz=IMGSZ,
+                             device='cpu', verbose=False)[0]
+        if result.boxes.id is None:
+            states.append((np.zeros(0, np.int64), np.zeros((0, 4)),
+                           np.zeros((0,) + frame.shape[:2])))
+            continue
+        masks = (ops.scale_masks(result.masks.data[None], result.orig_shape)[0] > 0.5).numpy()
+        states.append(canonical(result.boxes.conf.numpy(), result.boxes.xyxy.numpy(),
+                                result.boxes.id.numpy().astype(np.int64),
+                                result.boxes.xyxy.numpy(), masks))
+    return states
+
+
+def segmenter_frames(segmenter, cameras):
+    """Track the cameras' frames batched together; return (ids, boxes, masks) per camera, frame."""
+    streams = [f'camera{index}' for index in range(len(cameras))]
+    states = [[] for _ in cameras]
+    for frames in zip(*cameras):
+        for index, detections in enumerate(segmenter.process_batch(frames, streams)):
+            masks = np.array([detections.mask(i) for i in range(len(detections))]).reshape(
+                (-1,) + detections.image_shape)
+            states[index].append(canonical(detections.scores, detections.boxes, detections.ids,
+                                           detections.boxes, masks))
+    return states
+
+
+def assert_same_tracks(got, expected):
+    """Assert that per-frame (ids, boxes, masks) agree: ids exactly, boxes and masks closely."""
+    for frame, ((ids, boxes, masks), (ids_ref, boxes_ref, masks_ref)) in enumerate(
+            zip(got, expected)):
+        np.testing.assert_array_equal(ids, ids_ref, err_msg=f'frame {frame}')
+        np.testing.assert_allclose(boxes, boxes_ref, atol=1e-2, err_msg=f'frame {frame}')
+        for mask, mask_ref in zip(masks, masks_ref):
+            union = np.count_nonzero(mask | mask_ref)
+            assert not union or np.count_nonzero(mask & mask_ref) / union >= MIN_IOU
+
+
+def make_segmenter(tracker):
+    """Make a CPU segmenter of the bundled model, tracking with `tracker`."""
+    return Segmenter(SegmenterConfig(model=str(BUNDLED_MODEL), device='cpu', mode='track',
+                                     tracker=tracker, conf=CONF, imgsz=IMGSZ))
+
+
+@pytest.mark.parametrize('kind', [*SHIPPED, 'botsort-reid', 'deepocsort-reid', 'tracktrack-reid'])
+def test_each_camera_tracked_as_ultralytics_alone(configs, cameras, kind):
+    tracker = configs[kind]
+    expected = [ultralytics_frames(frames, tracker) for frames in cameras]
+    assert sum(len(ids) for ids, _, _ in expected[0]) > FRAMES, 'the scene should have tracks'
+    segmenter = make_segmenter(tracker)
+    (alone,) = segmenter_frames(segmenter, cameras[:1])
+    assert_same_tracks(alone, expected[0])
+    segmenter.reset()
+    for got, want in zip(segmenter_frames(segmenter, cameras), expected):
+        assert_same_tracks(got, want)
