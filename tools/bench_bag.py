@@ -10,7 +10,7 @@ five outputs and copies the input (and, in a third run, writes the outputs only:
 Each run is its own process; the three alternate, `--repeat` times, and each run's fps is the
 one its own summary prints (processing, not start-up). The best run of each counts, against load
 from other processes on the machine. Writes bench/bag.md (and prints it); the video, the bag and
-the logs go to output/bench_bag/.
+the outputs go to output/bench_bag/ (a failing run's error is in the exception).
 
     .venv/bin/python tools/bench_bag.py [--frames 150] [--repeat 2] [--threads N]
                                         [--output bench/bag.md]
@@ -19,22 +19,14 @@ the logs go to output/bench_bag/.
 import argparse
 import os
 from pathlib import Path
-import re
 import shutil
-import subprocess
-import sys
 import time
 
-os.environ.setdefault('YOLO_OFFLINE', '1')
+import benchlib
 
-REPO = Path(__file__).resolve().parent.parent
-WORK = REPO / 'output' / 'bench_bag'
-BIN = Path(sys.executable).parent
+WORK = benchlib.REPO / 'output' / 'bench_bag'
 TOPIC = '/camera/image_raw'
-SEED = 11
-MODELS = ((str(REPO / 'segtrack_ros' / 'data' / 'shapes-seg.pt'), 320),
-          ('yolov8n-seg.yaml', 640))
-FPS = re.compile(r'\(([0-9.]+) fps\)')
+MODELS = ((str(benchlib.TRAINED), 320), ('yolov8n-seg.yaml', 640))
 
 
 def prepare_inputs(frames):
@@ -42,41 +34,34 @@ def prepare_inputs(frames):
     from rclpy.serialization import serialize_message
     from rosbags.rosbag2 import StoragePlugin, Writer
     from rosbags.typesys import get_typestore, Stores
+    from segtrack_ros.eval.synthetic import SceneConfig
     from segtrack_ros.io import image_codec
-    from segtrack_ros.eval.synthetic import SceneConfig, write_video
-    from segtrack_ros.io.video_io import open_source, read_frames
     from std_msgs.msg import Header
 
-    video, bag = WORK / f'scene-{frames}.avi', WORK / f'scene-{frames}'
-    if video.exists() and bag.exists():
+    video = benchlib.prepare_video(frames, WORK)
+    bag = WORK / f'{video.stem}-bag'
+    if bag.exists():
         return video, bag
-    shutil.rmtree(bag, ignore_errors=True)
-    config = SceneConfig(frames=frames, seed=SEED)
-    write_video(video, config)
-    capture, _ = open_source(video)
-    with Writer(bag, version=9, storage_plugin=StoragePlugin.MCAP) as writer:
+    partial = bag.with_name(bag.name + '.partial')  # an interrupted run leaves no bag to reuse
+    shutil.rmtree(partial, ignore_errors=True)
+    fps = SceneConfig().fps
+    with Writer(partial, version=9, storage_plugin=StoragePlugin.MCAP) as writer:
         connection = writer.add_connection(TOPIC, 'sensor_msgs/msg/Image',
                                            typestore=get_typestore(Stores.LATEST))
-        for index, frame in enumerate(read_frames(capture)):
-            time_ns = 1_700_000_000 * 10**9 + round(index * 1e9 / config.fps)
+        for index, frame in enumerate(benchlib.read_frames(video, frames)):
+            time_ns = 1_700_000_000 * 10**9 + round(index * 1e9 / fps)
             header = Header(frame_id='camera')
             header.stamp.sec, header.stamp.nanosec = divmod(time_ns, 1_000_000_000)
             writer.write(connection, time_ns, serialize_message(
                 image_codec.to_image_msg(frame, 'bgr8', header)))
-    capture.release()
+    partial.rename(bag)
     return video, bag
 
 
-def run(command, log):
+def run(name, arguments):
     """Run a console script; return the fps of its summary and its CPU seconds (user + sys)."""
-    with open(log, 'w') as output:
-        process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=output, text=True)
-        stdout = process.stdout.read()
-        _, status, usage = os.wait4(process.pid, 0)
-    code = process.returncode = os.waitstatus_to_exitcode(status)
-    if code:
-        raise RuntimeError(f'{command[0]} failed ({code}), see {log}')
-    return float(FPS.search(stdout).group(1)), usage.ru_utime + usage.ru_stime
+    row = benchlib.console_script(name, arguments)
+    return row['fps'], row['cpu_seconds']
 
 
 KINDS = {'video': 'segtrack-video', 'bag': 'segtrack-bag', 'no-copy': 'segtrack-bag --no-copy'}
@@ -84,21 +69,19 @@ KINDS = {'video': 'segtrack-video', 'bag': 'segtrack-bag', 'no-copy': 'segtrack-
 
 def bench_model(model, imgsz, video, bag, repeat):
     """Alternate the three kinds of run; return each one's (fps, CPU s) and the bag's size."""
-    flags = ['--model', model, '--imgsz', str(imgsz), '--mode', 'track']
+    flags = ['--model', model, '--imgsz', imgsz, '--mode', 'track']
     name = Path(model).stem
     runs = {kind: [] for kind in KINDS}
     size = 0
     for attempt in range(repeat):
         output = WORK / f'{name}-{imgsz}.avi'
-        runs['video'].append(run(
-            [str(BIN / 'segtrack-video'), str(video), *flags, '--output', str(output),
-             '--no-show'], WORK / f'video-{name}-{imgsz}-{attempt}.log'))
+        runs['video'].append(run('segtrack-video',
+                                 [video, *flags, '--output', output, '--no-show']))
         for kind, extra in (('bag', []), ('no-copy', ['--no-copy'])):
             output = WORK / f'{name}-{imgsz}-{kind}'
             shutil.rmtree(output, ignore_errors=True)
-            runs[kind].append(run(
-                [str(BIN / 'segtrack-bag'), str(bag), str(output), '--topic', TOPIC, *flags,
-                 *extra], WORK / f'{kind}-{name}-{imgsz}-{attempt}.log'))
+            runs[kind].append(run('segtrack-bag',
+                                  [bag, output, '--topic', TOPIC, *flags, *extra]))
             if kind == 'bag':
                 size = sum(path.stat().st_size for path in output.iterdir())
             shutil.rmtree(output)
@@ -155,11 +138,12 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
     parser.add_argument('--frames', type=int, default=150)
     parser.add_argument('--repeat', type=int, default=2)
-    parser.add_argument('--output', type=Path, default=REPO / 'bench' / 'bag.md')
+    parser.add_argument('--output', type=Path, default=benchlib.REPO / 'bench' / 'bag.md')
     parser.add_argument('--threads', type=int,
                         help='torch threads (OMP_NUM_THREADS) of every run; default: the '
                              "package's own count")
     args = parser.parse_args()
+    benchlib.keep_local()
     if args.threads:
         os.environ['OMP_NUM_THREADS'] = str(args.threads)
     WORK.mkdir(parents=True, exist_ok=True)

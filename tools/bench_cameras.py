@@ -3,13 +3,13 @@
 Several cameras: one multi-camera `segtrack_node` against one node per camera.
 
 For 1, 2 and 4 cameras at 30 Hz each (a `video_publisher` per camera, all playing the benchmark
-video of tools/bench.py), first one node with `cameras:=[cam0, ...]`, then as many single-camera
-nodes, each in the camera's namespace, so that both read and publish the same topics. A
-subscriber in this process takes each camera's `detections` and `instance_mask`. After the first
-outputs of every camera and a settling time, a window of `--seconds` is measured: the nodes'
-total RSS (and PSS, which counts shared library pages once) and CPU time, the frames each
-camera got through, latency from the input stamp to the receipt of `instance_mask`, the drops
-and the share of frames inferred in a batch with another camera's (`/diagnostics`). Then, in
+video, `benchlib.prepare_video`), first one node with `cameras:=[cam0, ...]`, then as many
+single-camera nodes, each in the camera's namespace, so that both read and publish the same
+topics. A subscriber in this process takes each camera's `detections` and `instance_mask`. After
+the first outputs of every camera and a settling time, a window of `--seconds` is measured: the
+nodes' total RSS (and PSS, which counts shared library pages once) and CPU time, the frames
+each camera got through, latency from the input stamp to the receipt of `instance_mask`, the
+drops and the share of frames inferred in a batch with another camera's (`/diagnostics`). Then, in
 this process, batch against sequential inference on the same frames: `Segmenter.process_batch`
 against `Segmenter.process` in a loop. Writes bench/cameras.md (and prints it); logs go to
 output/bench/cameras/.
@@ -23,22 +23,15 @@ output/bench/cameras/.
 import argparse
 import os
 from pathlib import Path
-import random
 import re
 import threading
 import time
 
-os.environ.setdefault('ROS_AUTOMATIC_DISCOVERY_RANGE', 'LOCALHOST')
-os.environ.setdefault('ROS_DOMAIN_ID', str(random.randint(1, 100)))
-os.environ.setdefault('YOLO_OFFLINE', '1')
+import benchlib
+from benchlib import cpu_seconds, diagnostic_values, start, stop, wait_for
+import numpy as np
 
-from bench import (_cpu_seconds, _percentiles, diagnostic_values, load_average,  # noqa: E402
-                   machine, package_threads, prepare_video, TRAINED)
-import numpy as np  # noqa: E402
-from processes import start, stop, wait_for  # noqa: E402
-
-REPO = Path(__file__).resolve().parent.parent
-WORK = REPO / 'output' / 'bench' / 'cameras'
+WORK = benchlib.REPO / 'output' / 'bench' / 'cameras'
 RATE = 30.0
 SETTLE_SECONDS = 3.0
 BATCH_REPEATS = 10
@@ -146,11 +139,11 @@ def run_row(probe, video, count, multi, args, index):
         import psutil
 
         processes = [psutil.Process(node.pid) for node in nodes]
-        cpu, counters, begin = [_cpu_seconds(p) for p in processes], outputs.counters(), \
+        cpu, counters, begin = [cpu_seconds(p) for p in processes], outputs.counters(), \
             time.monotonic()
         time.sleep(args.seconds)
         end = time.monotonic()
-        cpu = sum(_cpu_seconds(p) for p in processes) - sum(cpu)
+        cpu = sum(cpu_seconds(p) for p in processes) - sum(cpu)
         memory = np.sum([memory_mib(node.pid) for node in nodes], axis=0)
         time.sleep(1.5)  # diagnostics of the window's end (published once a second)
         later = outputs.counters()
@@ -170,7 +163,7 @@ def run_row(probe, video, count, multi, args, index):
         'label': label, 'cameras': count, 'multi': multi,
         'rss': memory[0], 'pss': memory[1], 'peak': memory[2],
         'fps': [len(frames[camera]) / (end - begin) for camera in cameras],
-        'latency': _percentiles([v for values in frames.values() for v in values]),
+        'latency': benchlib.percentiles([v for values in frames.values() for v in values]),
         'cpu_ms': cpu / processed * 1000 if processed else float('nan'),
         'processed': processed, 'seconds': end - begin,
         'drops': delta['dropped'] / delta['received'] if delta['received'] else float('nan'),
@@ -264,15 +257,16 @@ def main():
     parser.add_argument('--cameras', type=int, nargs='+', default=[1, 2, 4])
     parser.add_argument('--seconds', type=float, default=10.0, help='measured window per row')
     parser.add_argument('--device', default='cpu')
-    parser.add_argument('--model', default=str(TRAINED))
+    parser.add_argument('--model', default=str(benchlib.TRAINED))
     parser.add_argument('--imgsz', type=int, default=320)
     parser.add_argument('--rounds', type=int, default=1,
                         help='measure each row this many times; the best round counts')
     parser.add_argument('--threads', type=int,
                         help='torch threads of every node and of the batch rows (sets '
                              "OMP_NUM_THREADS for all processes); default: the package's own")
-    parser.add_argument('--output', type=Path, default=REPO / 'bench' / 'cameras.md')
+    parser.add_argument('--output', type=Path, default=benchlib.REPO / 'bench' / 'cameras.md')
     args = parser.parse_args()
+    benchlib.keep_local()
     if args.threads:
         os.environ['OMP_NUM_THREADS'] = str(args.threads)
 
@@ -280,9 +274,10 @@ def main():
     from rclpy.executors import SingleThreadedExecutor
     from segtrack_ros.ros.transport import apply_large_data_profile
 
-    started, date, loads = time.monotonic(), time.strftime('%Y-%m-%d %H:%M'), [load_average()]
-    video = prepare_video(300)
-    threads = package_threads()
+    started, date = time.monotonic(), time.strftime('%Y-%m-%d %H:%M')
+    loads = [benchlib.load_average()]
+    video = benchlib.prepare_video(300)
+    threads = benchlib.package_threads()
     print('bench: batch against sequential inference', flush=True)
     batches = batch_against_sequential(video, args)
     apply_large_data_profile()
@@ -302,7 +297,7 @@ def main():
                     row = run_row(probe, video, count, multi, args, index)
                     index += 1
                     runs[multi].append(row)
-                    loads.append(load_average())
+                    loads.append(benchlib.load_average())
                     print(f"bench: {row['label']}: RSS {row['rss']:.0f} MiB, "
                           f"{sum(row['fps']):.1f} frames/s in all, CPU {row['cpu_ms']:.0f} ms "
                           'a frame', flush=True)
@@ -315,7 +310,8 @@ def main():
         probe.destroy_node()
         rclpy.try_shutdown()
     report = render_report(rows, batches, {
-        'date': date, 'minutes': (time.monotonic() - started) / 60, 'machine': machine(),
+        'date': date, 'minutes': (time.monotonic() - started) / 60,
+        'machine': benchlib.machine(),
         'loads': loads, 'threads': threads, 'args': args})
     print('\n' + report)
     args.output.parent.mkdir(parents=True, exist_ok=True)

@@ -15,11 +15,11 @@ fewer than 240 instances the top of the frame. For 1, 10, 50, 100 and 300 instan
   and after the raw predicts too.
 
 Then the whole programs at 300 instances: `segtrack-video` (its own summary's fps) against the
-old guide's loop (`tools/bench.py`'s `worker_guide`, `masks.xy` + `seg_bbox`), on a video of the
-same frames, each in its own process. Last, the node at 1920×1080 / 300 instances over DDS, all
+old guide's loop (`benchlib.guide_loop`, `masks.xy` + `seg_bbox`), on a video of the same
+frames, each in its own process. Last, the node at 1920×1080 / 300 instances over DDS, all
 outputs subscribed, against raw `model.predict` with the same input publisher running
-(`node_row`). Times are medians per frame; torch uses the package's
-thread count everywhere (`--threads` sets it). Writes bench/masks.md (and prints it); videos go
+(`node_row`). Times are medians per frame; torch uses the package's thread count everywhere
+(`--threads` sets it). Writes bench/masks.md (and prints it); videos go
 to output/bench_masks/.
 
     .venv/bin/python tools/bench_masks.py [--frames 5] [--video-frames 30] [--threads N]
@@ -30,30 +30,23 @@ import argparse
 import json
 import os
 from pathlib import Path
-import re
 import resource
 import subprocess
 import sys
 import time
 
-os.environ.setdefault('YOLO_OFFLINE', '1')
-sys.path.insert(0, str(Path(__file__).resolve().parent))
+import benchlib
+from benchlib import fmt_latency, verdict
+import numpy as np
 
-import bench  # noqa: E402 (tools/ is not a package)
-import numpy as np  # noqa: E402
-from processes import start, stop  # noqa: E402, I100
-
-REPO = Path(__file__).resolve().parent.parent
-WORK = REPO / 'output' / 'bench_masks'
+WORK = benchlib.REPO / 'output' / 'bench_masks'
 COUNTS = (1, 10, 50, 100, 300)
 SIZES = ((768, 576), (1920, 1080), (3840, 2160))
 PROGRAM_SIZES = SIZES[:2]  # of the whole programs (the guide's loop takes seconds a frame at 4K)
 IMGSZ = 640
-SEED = 11
 # Per detection level (strides 8, 16, 32): class-0 logit and box side in strides. Level 32's
 # higher score puts its grid first; level 8 finds nothing.
 LEVELS = ((-20.0, 1.0), (2.0, 1.5), (3.0, 1.25))
-FPS = re.compile(r'\(([0-9.]+) fps\)')
 DRAW_TARGET = ((1920, 1080), 300)  # size and count of the label images + draw target
 DRAW_RUNS = 3
 NODE_SIZE = (1920, 1080)
@@ -105,18 +98,9 @@ def crowd_model(path):
 def scene_frames(count, size):
     """Return `count` frames of a generated scene, resized to `size` (width, height)."""
     import cv2
-    from segtrack_ros.eval.synthetic import SceneConfig, write_video
-    from segtrack_ros.io.video_io import open_source, read_frames
 
-    video = WORK / f'scene-{count}.avi'
-    if not video.exists():
-        WORK.mkdir(parents=True, exist_ok=True)
-        write_video(video, SceneConfig(frames=count, seed=SEED))
-    capture, _ = open_source(video)
-    try:
-        return [cv2.resize(frame, size) for frame in read_frames(capture)]
-    finally:
-        capture.release()
+    video = benchlib.prepare_video(count, WORK)
+    return [cv2.resize(frame, size) for frame in benchlib.read_frames(video, count)]
 
 
 def peak_rss_mb():
@@ -156,10 +140,10 @@ def worker(args):
     # The raw model runs on the segmenter's torch thread: OpenMP keeps a worker pool per
     # calling thread, and two pools on two cores slow each other down (see `Segmenter`).
     on_torch_thread = segmenter._on_torch_thread
-    model, threads = on_torch_thread(bench._model, args.model, IMGSZ, frames[0], args.threads,
-                                     False)
+    model, threads = on_torch_thread(benchlib.load_model, args.model, IMGSZ, frames[0],
+                                     args.threads, False)
     settings = {'imgsz': IMGSZ, 'max_det': args.count, 'verbose': False,
-                **bench._predict_settings()}
+                **benchlib.PREDICT_SETTINGS}
 
     def raw(frame):
         model.predict(frame, **settings)
@@ -227,37 +211,28 @@ def whole_programs(model, size, frames, threads):
     video = scene_video(size, frames)
     rows = {}
     for mode in ('predict', 'track'):
-        guide = bench.run_worker(f'guide-{mode}', str(model), IMGSZ, video, frames, threads)
-        rows[f'guide {mode}'] = {'fps': guide['frames'] / guide['seconds'],
-                                 'peak_rss_mb': guide['peak_rss_mb']}
+        guide = benchlib.baseline_row(f'guide-{mode}', model, IMGSZ, video, frames, threads)
+        rows[f'guide {mode}'] = {'fps': guide['fps'], 'peak_rss_mb': guide['peak_rss_mb']}
         rows[f'segtrack-video {mode}'] = segtrack_video(model, video, mode, frames, threads)
     return rows
 
 
 def segtrack_video(model, video, mode, frames, threads):
     """Run the segtrack-video console script; return its own fps and its peak RSS."""
-    command = [str(Path(sys.executable).parent / 'segtrack-video'), str(video), '--model',
-               str(model), '--imgsz', str(IMGSZ), '--mode', mode, '--device', 'cpu',
-               '--no-show', '--max-frames', str(frames), '--output',
-               str(WORK / f'{video.stem}-{mode}.avi')]
-    environment = {**os.environ, 'OMP_NUM_THREADS': str(threads)}
-    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                               text=True, env=environment)
-    stdout, stderr = bench._communicate_with_rusage(process)
-    match = FPS.search(stdout)
-    if process.returncode != 0 or not match:
-        raise RuntimeError(f'segtrack-video failed: {stderr.strip()[-2000:]}')
-    return {'fps': float(match.group(1)), 'peak_rss_mb': process.peak_rss_mb}
+    return benchlib.console_script('segtrack-video', [
+        video, '--model', model, '--imgsz', IMGSZ, '--mode', mode, '--device', 'cpu',
+        '--no-show', '--max-frames', frames, '--output', WORK / f'{video.stem}-{mode}.avi'],
+        threads)
 
 
 def node_row(model, frames, threads):
     """
     Time the node at 1080p / 300 instances, and raw predict with the same input publisher running.
 
-    `video_publisher` publishes the scene video in a loop at NODE_RATE while bench.py's `raw`
-    worker times `model.predict` (nobody reads that topic); then bench.py's `run_node` runs the
+    `video_publisher` publishes the scene video in a loop at NODE_RATE while benchlib's `raw`
+    baseline times `model.predict` (nobody reads that topic); then `benchlib.node_row` runs the
     same publisher -> `segtrack_node` (predict, the crowd model, max_det 300) -> a subscriber to
-    all five outputs. Returns the raw fps and `run_node`'s figures.
+    all five outputs. Returns the raw fps and `node_row`'s figures.
     """
     import rclpy
     from segtrack_ros.ros.transport import apply_large_data_profile
@@ -267,16 +242,17 @@ def node_row(model, frames, threads):
     rclpy.init()
     try:
         with open(WORK / 'raw-publisher.log', 'w') as log:
-            publisher = start('video_publisher', '/bench_masks_raw', log, source=video,
-                              rate=NODE_RATE, loop='true')
+            publisher = benchlib.start('video_publisher', '/bench_masks_raw', log,
+                                       source=video, rate=NODE_RATE, loop='true')
             try:
-                raw = bench.run_worker('raw', str(model), IMGSZ, video, frames, threads)
+                raw = benchlib.baseline_row('raw', model, IMGSZ, video, frames, threads)
             finally:
-                stop(publisher)
-        node = bench.run_node(str(model), IMGSZ, 'predict', NODE_RATE, video, frames, 0)
+                benchlib.stop(publisher)
+        node = benchlib.node_row(str(model), IMGSZ, 'predict', NODE_RATE, video, frames, 0,
+                                 WORK / 'logs')
     finally:
         rclpy.try_shutdown()
-    return raw['frames'] / raw['seconds'], node
+    return raw['fps'], node
 
 
 def render_report(rows, programs, node, run):
@@ -317,15 +293,15 @@ of {DRAW_RUNS} processes by label images + draw (see the targets).
 
 Whole programs at 300 instances, {run['video_frames']} frames of the same scene (MJPG), each in its
 own process: `segtrack-video` (its summary's fps: read, segment, draw + write in three threads)
-against the old guide's loop (`tools/bench.py` `worker_guide`: predict or track, `masks.xy`,
+against the old guide's loop (`tools/benchlib.py` `guide_loop`: predict or track, `masks.xy`,
 `seg_bbox`, write, one after the other).
 
 {chr(10).join(program_lines)}
 
 The node at {NODE_SIZE[0]}×{NODE_SIZE[1]} / 300 instances, predict: `video_publisher` at
 {NODE_RATE:.0f} Hz (the same video, looped) -> `segtrack_node` -> a subscriber to all five
-outputs, three processes over DDS (`tools/bench.py` `run_node`); raw `model.predict` timed in its
-own process while the same publisher runs.
+outputs, three processes over DDS (`tools/benchlib.py` `node_row`); raw `model.predict` timed in
+its own process while the same publisher runs.
 
 {node_table(node)}
 
@@ -343,7 +319,7 @@ def node_table(node):
         '|---:|---:|---:|---:|---:|---:|',
         f'| {node["raw_fps"]:.2f} fps | {node["fps"]:.2f} fps | '
         f'{node["fps"] / node["raw_fps"]:.2f} | {node["drop_ratio"]:.0%} | '
-        f'{bench._fmt_latency(node["worst_latency"])} | {node["peak_rss_mb"]:.0f} |'])
+        f'{fmt_latency(node["worst_latency"])} | {node["peak_rss_mb"]:.0f} |'])
 
 
 def targets(rows, programs, node):
@@ -353,32 +329,28 @@ def targets(rows, programs, node):
     (size, count), row = worst
     ratio = row['process'] / row['predict']
     lines.append(f'- `Segmenter.process` ≤ 1.1 × `model.predict` at every count and size: worst '
-                 f'{ratio:.2f} ({size[0]}×{size[1]}, {count}) → {_verdict(ratio <= 1.1)}')
+                 f'{ratio:.2f} ({size[0]}×{size[1]}, {count}) → {verdict(ratio <= 1.1)}')
     big = rows.get(DRAW_TARGET)
     if big:
         total = big['labels'] + big['draw']
         runs = ', '.join(f'{run:.1f}' for run in big['draw_runs'])
         lines.append(f'- label images + draw ≤ 15 ms at 1080p / 300: {total:.1f} ms (median of '
-                     f'{DRAW_RUNS} processes: {runs}) → {_verdict(total <= 15)}')
+                     f'{DRAW_RUNS} processes: {runs}) → {verdict(total <= 15)}')
     for size in SIZES:
         found = [row['package_rss'] for (at, _), row in rows.items() if at == size]
         if found:
             spread = max(found) - min(found)
             lines.append(f'- peak RSS flat within 100 MB from 1 to 300 instances at '
-                         f'{size[0]}×{size[1]}: {spread:.0f} MB → {_verdict(spread <= 100)}')
+                         f'{size[0]}×{size[1]}: {spread:.0f} MB → {verdict(spread <= 100)}')
     for size, found in programs.items():
         for mode in ('predict', 'track'):
             ratio = found[f'segtrack-video {mode}']['fps'] / found[f'guide {mode}']['fps']
             lines.append(f'- segtrack-video ≥ 1.3 × guide at {size[0]}×{size[1]} / 300 '
-                         f'({mode}): {ratio:.2f} → {_verdict(ratio >= 1.3)}')
+                         f'({mode}): {ratio:.2f} → {verdict(ratio >= 1.3)}')
     ratio = node['fps'] / node['raw_fps']
     lines.append(f'- node processed rate ≥ 0.9 × raw predict at {NODE_SIZE[0]}×{NODE_SIZE[1]} / '
-                 f'300, all outputs subscribed: {ratio:.2f} → {_verdict(ratio >= 0.9)}')
+                 f'300, all outputs subscribed: {ratio:.2f} → {verdict(ratio >= 0.9)}')
     return '\n'.join(lines)
-
-
-def _verdict(passed):
-    return 'PASS' if passed else 'FAIL'
 
 
 def main():
@@ -387,7 +359,7 @@ def main():
     parser.add_argument('--frames', type=int, default=5, help='frames per size and count')
     parser.add_argument('--video-frames', type=int, default=30,
                         help='frames of the whole-program runs')
-    parser.add_argument('--output', type=Path, default=REPO / 'bench' / 'masks.md')
+    parser.add_argument('--output', type=Path, default=benchlib.REPO / 'bench' / 'masks.md')
     parser.add_argument('--worker', action='store_true', help=argparse.SUPPRESS)
     parser.add_argument('--model', help=argparse.SUPPRESS)
     parser.add_argument('--size', type=int, nargs=2, help=argparse.SUPPRESS)
@@ -396,14 +368,15 @@ def main():
                         help='torch threads of every process (sets OMP_NUM_THREADS); default: '
                              "the package's own count")
     args = parser.parse_args()
+    benchlib.keep_local()
     if args.worker:
         print(json.dumps(worker(args)))
         return
     started, date = time.monotonic(), time.strftime('%Y-%m-%d %H:%M')
-    loads = [bench.load_average()]
+    loads = [benchlib.load_average()]
     if args.threads:
         os.environ['OMP_NUM_THREADS'] = str(args.threads)
-    threads = bench.package_threads()
+    threads = benchlib.package_threads()
     model = crowd_model(WORK / 'crowd-seg.pt')
     rows, programs = {}, {}
     for size in SIZES:
@@ -419,9 +392,9 @@ def main():
     raw_fps, node = node_row(model, args.video_frames, threads)
     node['raw_fps'] = raw_fps
     print(f'bench_masks:   raw {raw_fps:.2f} fps, node {node["fps"]:.2f} fps', flush=True)
-    loads.append(bench.load_average())
+    loads.append(benchlib.load_average())
     report = render_report(rows, programs, node, {
-        'date': date, 'minutes': (time.monotonic() - started) / 60, 'machine': bench.machine(),
+        'date': date, 'minutes': (time.monotonic() - started) / 60, 'machine': benchlib.machine(),
         'loads': '; '.join(loads), 'threads': threads, 'frames': args.frames,
         'video_frames': args.video_frames})
     print('\n' + report)

@@ -10,71 +10,19 @@ frames to a video file and prints processed fps, drops and latency percentiles.
 """
 
 import argparse
-import os
 from pathlib import Path
-import random
 import sys
 import threading
 import time
 
-os.environ.setdefault('ROS_AUTOMATIC_DISCOVERY_RANGE', 'LOCALHOST')
-os.environ.setdefault('ROS_DOMAIN_ID', str(random.randint(1, 100)))
+import benchlib
+from benchlib import OutputRecorder, start, stop, wait_for
+import numpy as np
+import rclpy
+from segtrack_ros.eval.synthetic import SceneConfig, write_video
+from segtrack_ros.ros.transport import apply_large_data_profile
 
-import numpy as np  # noqa: E402
-import rclpy  # noqa: E402
-from rclpy.qos import QoSProfile, ReliabilityPolicy  # noqa: E402
-from segtrack_ros.core.segmenter import BUNDLED_MODEL  # noqa: E402
-from segtrack_ros.eval.synthetic import SceneConfig, write_video  # noqa: E402
-from segtrack_ros.io import image_codec  # noqa: E402
-from segtrack_ros.io.video_io import open_writer  # noqa: E402
-from segtrack_ros.ros.transport import apply_large_data_profile  # noqa: E402
-from sensor_msgs.msg import CompressedImage, Image  # noqa: E402
-from vision_msgs.msg import Detection2DArray  # noqa: E402
-
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from processes import start, stop, wait_for  # noqa: E402, I100
-
-REPO = Path(__file__).resolve().parent.parent
 NAMESPACE = '/demo'
-OUTPUT_TOPICS = {'annotated_image': Image, 'annotated_image/compressed': CompressedImage,
-                 'instance_mask': Image, 'class_mask': Image, 'detections': Detection2DArray}
-
-
-class OutputRecorder:
-    """Subscribes to every output of a segtrack_node; records latencies and annotated frames."""
-
-    def __init__(self, node, namespace, video_path=None, fps=30.0):
-        self.latencies_ms = {topic: [] for topic in OUTPUT_TOPICS}
-        self.track_ids = set()
-        self._video_path, self._fps, self._writer = video_path, fps, None
-        self._lock = threading.Lock()
-        qos = QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE)
-        for topic, kind in OUTPUT_TOPICS.items():
-            node.create_subscription(kind, f'{namespace}/{topic}',
-                                     lambda message, t=topic: self._on_output(t, message), qos)
-        self._clock = node.get_clock()
-
-    def _on_output(self, topic, message):
-        stamp = message.header.stamp.sec + message.header.stamp.nanosec * 1e-9
-        latency = (self._clock.now().nanoseconds * 1e-9 - stamp) * 1000
-        with self._lock:
-            self.latencies_ms[topic].append(latency)
-            if topic == 'detections':
-                self.track_ids.update(d.id for d in message.detections)
-            if topic == 'annotated_image' and self._video_path:
-                self._record(image_codec.decode_image(message))
-
-    def _record(self, frame):
-        if self._writer is None:
-            height, width = frame.shape[:2]
-            self._writer = open_writer(self._video_path, self._fps, width, height)
-        self._writer.write(frame)
-
-    def close(self):
-        """Finish the recorded video."""
-        with self._lock:
-            if self._writer is not None:
-                self._writer.release()
 
 
 def percentiles(values):
@@ -89,12 +37,13 @@ def main():
     """Generate the sample, run the three processes, print the summary."""
     parser = argparse.ArgumentParser(description='segtrack_ros ROS demo')
     parser.add_argument('--frames', type=int, default=300, help='length of the sample video')
-    parser.add_argument('--model', default=str(BUNDLED_MODEL))
+    parser.add_argument('--model', default=str(benchlib.TRAINED))
     parser.add_argument('--device', default='auto')
     parser.add_argument('--imgsz', type=int, default=320,
                         help='inference size; the bundled model was trained at 320')
-    parser.add_argument('--output', default=str(REPO / 'output'))
+    parser.add_argument('--output', default=str(benchlib.REPO / 'output'))
     args = parser.parse_args()
+    benchlib.keep_local()
     if not Path(args.model).exists():
         sys.exit(f'demo: model {args.model} not found: run `make model` to train it')
     output = Path(args.output)

@@ -4,7 +4,7 @@
 
 `video_publisher` loops the benchmark video into `segtrack_node` (track mode, colours by track
 id, trails on, so that every drawing path runs) while this process subscribes to all outputs
-(tools/demo.py's `OutputRecorder`) and to /diagnostics, and samples the node's RSS every few
+(`benchlib.OutputRecorder`) and to /diagnostics, and samples the node's RSS every few
 seconds. The first minute is warm-up (allocator pools, tracker, first outputs); drift = RSS at
 the end against RSS at the end of the warm-up. Latency is from the input stamp to the receipt of
 each output, bounded by 2 x the node's inference time + 10 ms of transport. Prints the figures
@@ -14,29 +14,18 @@ and writes them to bench/soak.md (bench/soak-<rate>hz.md for other rates).
 """
 
 import argparse
-import os
 from pathlib import Path
-import random
-import sys
 import threading
 import time
 
-os.environ.setdefault('ROS_AUTOMATIC_DISCOVERY_RANGE', 'LOCALHOST')
-os.environ.setdefault('ROS_DOMAIN_ID', str(random.randint(1, 100)))
-os.environ.setdefault('YOLO_OFFLINE', '1')
-
-import numpy as np  # noqa: E402
-import psutil  # noqa: E402
-import rclpy  # noqa: E402
-from diagnostic_msgs.msg import DiagnosticArray  # noqa: E402, I100
-from rclpy.executors import SingleThreadedExecutor  # noqa: E402
-
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench import (diagnostic_values, load_average, machine,  # noqa: E402, I100
-                   prepare_video, REPO, TRAINED)
-from demo import OutputRecorder  # noqa: E402
-from processes import start, stop, wait_for  # noqa: E402
-from segtrack_ros.ros.transport import apply_large_data_profile  # noqa: E402
+import benchlib
+from benchlib import diagnostic_values, OutputRecorder, start, stop, wait_for
+from diagnostic_msgs.msg import DiagnosticArray
+import numpy as np
+import psutil
+import rclpy
+from rclpy.executors import SingleThreadedExecutor
+from segtrack_ros.ros.transport import apply_large_data_profile
 
 NAMESPACE = '/soak'
 WARM_UP_SECONDS = 60.0
@@ -157,17 +146,19 @@ def main():
     parser.add_argument('--imgsz', type=int, default=320)
     parser.add_argument('--output', type=Path)
     args = parser.parse_args()
-    model = args.model or (str(TRAINED) if TRAINED.exists() else 'yolov8n-seg.yaml')
-    output = args.output or REPO / 'bench' / (
+    benchlib.keep_local()
+    trained = benchlib.TRAINED
+    model = args.model or (str(trained) if trained.exists() else 'yolov8n-seg.yaml')
+    output = args.output or benchlib.REPO / 'bench' / (
         'soak.md' if args.rate == 30 else f'soak-{args.rate:g}hz.md')
-    loads, description = [load_average()], machine()
-    args.video = prepare_video(300)
+    loads, description = [benchlib.load_average()], benchlib.machine()
+    args.video = benchlib.prepare_video(300)
     log_dir = args.video.parent / 'logs'
     log_dir.mkdir(parents=True, exist_ok=True)
     print(f'soak: {args.minutes:g} min of segtrack_node ({Path(model).name} @{args.imgsz}) at '
           f'{args.rate:g} Hz', flush=True)
     samples, latencies, diagnostics = soak(args, model, log_dir)
-    loads.append(load_average())
+    loads.append(benchlib.load_average())
     text = report(args, model, samples, latencies, diagnostics, loads, description)
     print('\n' + text)
     output.parent.mkdir(parents=True, exist_ok=True)
