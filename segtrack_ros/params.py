@@ -98,7 +98,8 @@ PARAMETERS = (
                   'raw: subscribe image (sensor_msgs/Image); compressed: image/compressed.',
                   choices=INPUT_TRANSPORTS, fixed=True),
     ParameterSpec('qos_reliability', 'best_effort',
-                  'Reliability of the image subscription (sensor-data QoS otherwise).',
+                  'Reliability of the image subscription (sensor-data QoS otherwise); its '
+                  'qos_overrides take history and depth, this alone decides reliability.',
                   choices=RELIABILITIES, fixed=True),
     ParameterSpec('max_input_pixels', DEFAULT_MAX_PIXELS,
                   'Larger input images (width x height, raw or as declared by a JPEG/PNG '

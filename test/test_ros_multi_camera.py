@@ -257,6 +257,38 @@ def test_a_stopped_camera_does_not_stall_the_other(probe, cameras, diagnostics):
     assert diagnostics.value('front', 'input_problem') == 'none'
 
 
+def logged(node, camera, text):
+    """Return how many lines the node logged about `camera` that contain `text`."""
+    return sum(f'camera {camera}: ' in line and text in line for line in node.lines)
+
+
+def test_each_camera_logs_its_own_problems(probe, node, cameras):
+    """
+    A bad input and a stamp jump on both cameras, one right after the other: a line for each.
+
+    Throttling is per camera and kind of problem: one camera's line does not hide the other's.
+    Runs before any other test sends a bad input, so no line of this node is throttled yet.
+    """
+    frames = scene(12, 320, 240, 4)
+    for camera in cameras:
+        camera.wait(camera.publish(frames[0]))
+    before = {camera.name: logged(node, camera.name, 'bad input') for camera in cameras}
+    for camera in cameras:  # alone: a frame right behind it could replace it unread
+        bad = image_codec.to_image_msg(frames[1], 'bgr8', probe.header(camera.frame_id))
+        bad.data = bytes(100)
+        camera.publisher.publish(bad)
+        assert wait_until(lambda: logged(node, camera.name, 'bad input')
+                          == before[camera.name] + 1, 10.0), node.output
+    for camera in cameras:
+        past = probe.header(camera.frame_id)
+        past.stamp.sec -= 3600  # a looping bag: an hour back
+        camera.publisher.publish(image_codec.to_image_msg(frames[2], 'bgr8', past))
+        camera.wait(past)
+    for camera in cameras:
+        assert wait_until(lambda: logged(node, camera.name, 'jumped backwards') == 1, 10.0), \
+            node.output
+
+
 def test_bad_input_on_one_camera_does_not_disturb_the_other(probe, cameras, diagnostics):
     """Rear sends broken images: counted on rear only; front's frames all come out."""
     front, rear = cameras

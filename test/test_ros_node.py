@@ -372,6 +372,47 @@ def test_stamp_jitter_keeps_the_tracks(probe, segtrack, outputs, image_publisher
     assert jumps_logged(segtrack) == jumps, segtrack.output
 
 
+def test_predict_then_track_starts_new_tracks(probe, segtrack, outputs, image_publisher, core):
+    """
+    Mode track -> predict -> track at run time: the ids are those of a fresh tracker.
+
+    Before predict the node tracks a second scene, whose objects get ids past the first
+    scene's; a tracker kept through predict mode would take those objects up again with them.
+    """
+    warm_up(probe, image_publisher, outputs)
+    reset_tracks(probe)
+    before = [send_and_wait(probe, image_publisher, outputs, frame) for frame in (
+        scene_frame(11, 0), scene_frame(11, 1), scene_frame(12, 0), scene_frame(12, 1))]
+    highest = max(max(detection_ids(outputs, header), default=0) for header in before)
+    assert all(result.successful
+               for result in set_parameters(probe, color_mode='class', mode='predict'))
+    for index in (2, 3):
+        send_and_wait(probe, image_publisher, outputs, scene_frame(12, index))
+    assert all(result.successful
+               for result in set_parameters(probe, mode='track', color_mode='track'))
+    for index in (4, 5):
+        header = send_and_wait(probe, image_publisher, outputs, scene_frame(12, index))
+        expected = core.process(scene_frame(12, index), 'after-predict')
+        assert detection_ids(outputs, header) == expected.ids.tolist(), index
+    assert max(expected.ids) < highest  # the kept tracker would go on past the first scene
+
+
+@pytest.mark.parametrize('content, reason', [
+    ('tracker_type: [bytetrack\n', 'is not valid YAML'),
+    ('- bytetrack\n', 'YAML mapping'),
+])
+def test_a_broken_tracker_file_is_refused_and_the_node_goes_on(
+        probe, segtrack, outputs, image_publisher, tmp_path, content, reason):
+    """A tracker file that is no YAML mapping: the parameter is refused with why; frames go on."""
+    warm_up(probe, image_publisher, outputs)
+    path = tmp_path / 'broken.yaml'
+    path.write_text(content)
+    result, = set_parameters(probe, tracker=str(path))
+    assert not result.successful and reason in result.reason, result.reason
+    send_and_wait(probe, image_publisher, outputs, scene_frame(1, 0))
+    assert segtrack.process.poll() is None and 'Traceback' not in segtrack.output
+
+
 def test_fast_publisher_is_dropped_not_queued(probe, segtrack, outputs, image_publisher):
     """Frames sent faster than the model runs are dropped and counted; no queue builds up."""
     warm_up(probe, image_publisher, outputs)

@@ -10,13 +10,15 @@ inference, drawing, encoding, per-frame error containment) is `segtrack_ros.pipe
 import array
 import ctypes
 import gc
+import threading
+import time
 
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 from rcl_interfaces.msg import (FloatingPointRange, IntegerRange, ParameterDescriptor,
                                 SetParametersResult)
 from rclpy.exceptions import ParameterException
 from rclpy.lifecycle import LifecycleNode, TransitionCallbackReturn
-from rclpy.qos import (DurabilityPolicy, qos_profile_sensor_data, QoSProfile,
+from rclpy.qos import (DurabilityPolicy, qos_profile_sensor_data, QoSPolicyKind, QoSProfile,
                        ReliabilityPolicy)
 from rclpy.qos_overriding_options import QoSOverridingOptions
 from rclpy.serialization import deserialize_message
@@ -44,6 +46,8 @@ RENDER_FIELDS = ('line_width', 'show_labels', 'show_conf', 'mask_alpha', 'trail_
 OUTPUT_QOS = QoSProfile(depth=2, reliability=ReliabilityPolicy.RELIABLE)
 LABEL_INFO_QOS = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE,
                             durability=DurabilityPolicy.TRANSIENT_LOCAL)
+# The camera subscription's qos_overrides parameters; its reliability is qos_reliability's.
+SUBSCRIPTION_OVERRIDES = (QoSPolicyKind.HISTORY, QoSPolicyKind.DEPTH)
 IMAGE_OUTPUTS = {'annotated_image': Image, 'annotated_image/compressed': CompressedImage,
                  'instance_mask': Image, 'class_mask': Image}
 
@@ -75,10 +79,9 @@ def return_freed_memory():
     """
     Hand the memory of freed objects back to the system.
 
-    glibc keeps freed heap memory for its own reuse: a cleaned-up model stayed in the RSS
-    (yolov8l-seg: 1289 -> 1262 MiB at cleanup, 1548 MiB after the next configure); with
-    `malloc_trim` 1287 -> 836 MiB, and 1300 -> 832 MiB the next time. Elsewhere than glibc there
-    is nothing to call.
+    glibc keeps freed heap memory for its own reuse: without `malloc_trim` a cleaned-up model
+    stayed in the RSS, and the next configure grew it further (bench/node-notes.md). Elsewhere
+    than glibc there is nothing to call.
     """
     gc.collect()
     try:
@@ -125,7 +128,11 @@ class SegTrackNode(LifecycleNode):
         self._configure_error = None
         self.add_on_set_parameters_callback(self._on_set_parameters)
         self.create_service(Trigger, '~/reset_tracker', self._on_reset)
-        self._diagnostics = self.create_publisher(DiagnosticArray, '/diagnostics', 10)
+        self._reported = {}  # (camera, kind) -> when it was last logged
+        self._reported_lock = threading.Lock()
+        self._diagnostics = self.create_publisher(
+            DiagnosticArray, '/diagnostics', 10,
+            qos_overriding_options=QoSOverridingOptions.with_default_policies())
         self.create_timer(1.0, self._publish_diagnostics)
         if self._values['autostart']:
             self._start()
@@ -168,8 +175,7 @@ class SegTrackNode(LifecycleNode):
         for camera in self._cameras:
             self._make_publishers(camera)
         # On a CPU model with a torch thread per core, a second thread drawing and publishing
-        # during inference stalls torch's threads at every parallel region: measured on 2
-        # cores, yolov8n-seg at 640 went from 78 to 108-134 ms per frame, 12.2 -> 7.7-9.6 fps.
+        # during inference stalls torch's threads at every parallel region (bench/node-notes.md).
         overlap = segmenter.leaves_cpu_free
         self._runner = LiveRunner(self._pipeline, self._deliver, self._wanted, overlap)
         self.get_logger().info(
@@ -304,14 +310,14 @@ class SegTrackNode(LifecycleNode):
             Detection2DArray, camera.prefix + 'detections', OUTPUT_QOS,
             qos_overriding_options=overrides)
         camera.label_info = self.create_publisher(LabelInfo, camera.prefix + 'label_info',
-                                                  LABEL_INFO_QOS)
+                                                  LABEL_INFO_QOS, qos_overriding_options=overrides)
 
     def _subscribe(self, camera):
         """
-        Subscribe to a camera, with sensor-data QoS (REP-2003) unless overridden.
+        Subscribe to a camera, with sensor-data QoS (REP-2003) and `qos_reliability`.
 
         Messages are taken serialized: a frame that a newer one replaces is never turned into a
-        Python message (at 105 Hz in, 80 % are; inference went from 41 to 31 ms a frame).
+        Python message (with a fast camera most are; bench/node-notes.md).
         """
         qos = QoSProfile(**{key: getattr(qos_profile_sensor_data, key)
                             for key in ('history', 'depth', 'durability')})
@@ -327,10 +333,13 @@ class SegTrackNode(LifecycleNode):
             health.received()
             self._runner.put(stream, serialized)
 
+        # No qos_overrides parameter for the reliability: rclpy declares it (read-only) at the
+        # first subscription and applies its first value to every later one, so a
+        # qos_reliability set before the next configure would be ignored. One knob decides it.
         camera.subscription = self.create_subscription(
             self._input_type, topic, on_image, qos, raw=True,
             event_callbacks=health.event_callbacks(),
-            qos_overriding_options=QoSOverridingOptions.with_default_policies())
+            qos_overriding_options=QoSOverridingOptions(SUBSCRIPTION_OVERRIDES))
 
     def _publish_label_info(self, camera):
         if camera.label_info is not None:
@@ -356,16 +365,24 @@ class SegTrackNode(LifecycleNode):
     def _report(self, kind, stream, text):
         if not self.context.ok():
             return
+        # Throttled per camera and kind: rclpy's own throttle is per call site, where one
+        # camera's line would hide every other camera's.
+        now = time.monotonic()
+        with self._reported_lock:
+            last = self._reported.get((stream, kind))
+            if last is not None and now - last < THROTTLE_SECONDS:
+                return
+            self._reported[stream, kind] = now
         text = (f'camera {stream}: ' if stream else '') + text
         logger = self.get_logger()
-        # One call site per severity: rclpy keeps the throttle state per call site, and raises
-        # ValueError when one call site logs at another severity than the first time.
+        # One call site per severity: rclpy raises ValueError when one call site logs at
+        # another severity than the first time.
         if kind == 'bad_input':
-            logger.warning(text, throttle_duration_sec=THROTTLE_SECONDS)
+            logger.warning(text)
         elif kind == 'error':
-            logger.error(text, throttle_duration_sec=THROTTLE_SECONDS)
+            logger.error(text)
         else:
-            logger.info(text, throttle_duration_sec=THROTTLE_SECONDS)
+            logger.info(text)
 
     def _on_reset(self, request, response):
         if self._pipeline is None:

@@ -36,9 +36,8 @@ def run_node(program, make_node, startup_errors, args=None):
         if node is not None:
             node.destroy_node()
         rclpy.try_shutdown()
-    # Everything of ours is closed. The interpreter's own teardown then spends ~2 s unloading
-    # torch (measured: `import torch` alone takes 1.8 s to exit here), past the 2 s in which a
-    # stopped node should be gone: skip it.
+    # Everything of ours is closed. The interpreter's own teardown then spends seconds unloading
+    # torch (bench/node-notes.md), past the 2 s in which a stopped node should be gone: skip it.
     logging.shutdown()
     sys.stdout.flush()
     sys.stderr.flush()
