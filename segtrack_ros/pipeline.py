@@ -7,15 +7,15 @@ its last stamp and its statistics. Configuration changes and resets are events a
 frames: the inference thread applies the segmenter's part, and the frame carries the renderer's
 part to the thread that draws it, so that thread alone touches a renderer. Every per-frame error
 is contained (counted, reported, the next frame processed). Imports no rclpy: the node, the video
-CLI and the bag tool are sources and sinks around it.
+CLI and the bag tool are sources and sinks around it; `segtrack_ros.runners` runs the stages
+on threads (newest frames live, or every frame in order).
 
 >>> pipeline = FramePipeline(segmenter, RenderConfig(color_by='track'), streams=('front',))
->>> for result in pipeline.run_in_order((('front', image_msg, None),), wanted=OUTPUTS):
-...     result.messages['detections']
+>>> result = pipeline.finish(pipeline.segment([pipeline.decode('front', image_msg)])[0])
+>>> result.messages['detections']
 """
 
 from dataclasses import dataclass, field
-import queue
 import threading
 import time
 
@@ -31,7 +31,6 @@ OUTPUTS = ('detections', 'instance_mask', 'class_mask', 'annotated_image',
 # A stamp this much older than the previous one is a new recording (a looping bag, a restarted
 # camera) and resets the stream's tracks; anything less is jitter between publishers.
 STAMP_JUMP_SECONDS = 1.0
-_END = object()
 
 
 @dataclass
@@ -191,56 +190,6 @@ class FramePipeline:
         """Count and report an error that stopped `result` while `doing` something with it."""
         self._skip(result, 'error', f'{doing} failed on a frame: {error!r}')
 
-    # -- running in order: video files and bags ------------------------------------------------
-
-    def run_in_order(self, items, wanted=OUTPUTS):
-        """
-        Yield a `FrameResult` for each `(stream, message or frame, tag)` of `items`, in order.
-
-        Decoding, inference and drawing plus encoding run on three threads joined by small
-        queues, so the model does not wait for reading or writing. Nothing is dropped. An error
-        raised by `items` itself (e.g. an unreadable file) is raised here.
-        """
-        decoded, segmented, finished = (queue.Queue(4) for _ in range(3))
-        stop = threading.Event()
-        errors = []
-
-        def stage(source, target, work):
-            try:
-                for item in source():
-                    if stop.is_set():
-                        break
-                    _put(target, work(item), stop)
-            except Exception as error:  # handed to the caller, which raises it
-                errors.append(error)
-            finally:
-                _put(target, _END, stop)
-
-        def take(source):
-            return lambda: _until_end(source, stop)
-
-        threads = [
-            threading.Thread(target=stage, name='decode', daemon=True, args=(
-                lambda: iter(items), decoded, lambda item: self.decode(*item))),
-            threading.Thread(target=stage, name='segment', daemon=True, args=(
-                take(decoded), segmented, lambda result: self.segment([result])[0])),
-            threading.Thread(target=stage, name='draw', daemon=True, args=(
-                take(segmented), finished, lambda result: self.finish(result, wanted))),
-        ]
-        for thread in threads:
-            thread.start()
-        try:
-            for result in iter(finished.get, _END):
-                if result.problem is None:
-                    self.processed(result)
-                yield result
-        finally:
-            stop.set()
-            for thread in threads:
-                thread.join()
-        if errors:
-            raise errors[0]
-
     # -- inside --------------------------------------------------------------------------------
 
     def _apply_events(self):
@@ -307,124 +256,3 @@ class FramePipeline:
         result.frame = None
         self.streams[result.stream].stats.count('bad_inputs' if kind == 'bad_input' else 'errors')
         self._report(kind, result.stream, text)
-
-
-class LiveRunner:
-    """
-    Newest-frame processing of live streams (cameras) through a `FramePipeline`.
-
-    Each stream has a one-frame mailbox: a frame that arrives while the model is busy replaces
-    the waiting one and counts as dropped, so no queue builds up whatever the camera rates. One
-    inference thread takes every waiting frame at once (one per stream, so no camera starves
-    another and a stopped one stalls nobody) and segments them as one batch. The outputs are
-    made and handed to `deliver(result)` on the same thread between inferences, or, when
-    `overlap`, on a second thread during the next inference. `wanted(stream)` names the outputs
-    to make for a frame of that stream. Nothing that goes wrong on one frame stops the threads.
-
-    >>> runner = LiveRunner(pipeline, deliver=publish, wanted=lambda stream: OUTPUTS)
-    >>> runner.put('front', serialized_message)   # from the subscription callback
-    """
-
-    def __init__(self, pipeline, deliver, wanted, overlap=False):
-        self.pipeline = pipeline
-        self._deliver, self._wanted = deliver, wanted
-        self._condition = threading.Condition()
-        self._waiting = {}
-        self._closed = False
-        self._outputs = queue.Queue(maxsize=2) if overlap else None
-        self._threads = [threading.Thread(target=self._infer_loop, name='infer', daemon=True)]
-        if overlap:
-            self._threads.append(threading.Thread(target=self._output_loop, name='publish',
-                                                  daemon=True))
-        for thread in self._threads:
-            thread.start()
-
-    def put(self, stream, payload):
-        """Hand over the newest message (or its serialized bytes) of `stream`."""
-        stats = self.pipeline.streams[stream].stats
-        stats.received()
-        with self._condition:
-            if stream in self._waiting:
-                stats.count('dropped')
-            self._waiting[stream] = payload
-            self._condition.notify()
-
-    def clear(self):
-        """Forget the frames that wait (e.g. when the node is deactivated)."""
-        with self._condition:
-            self._waiting.clear()
-
-    def close(self, timeout=2.0):
-        """Stop the threads after the frame in hand; no delivery happens afterwards."""
-        with self._condition:
-            self._closed = True
-            self._waiting.clear()
-            self._condition.notify_all()
-        if self._outputs is not None:
-            _put(self._outputs, _END, threading.Event())
-        for thread in self._threads:
-            thread.join(timeout)
-
-    def _take(self):
-        with self._condition:
-            self._condition.wait_for(lambda: self._waiting or self._closed)
-            if self._closed:
-                return None
-            waiting, self._waiting = self._waiting, {}
-            return waiting
-
-    def _infer_loop(self):
-        while (waiting := self._take()) is not None:
-            try:
-                results = self.pipeline.segment(
-                    [self.pipeline.decode(stream, payload) for stream, payload in waiting.items()])
-            except Exception as error:  # a fault of the pipeline itself: skip these frames
-                for stream in waiting:
-                    self.pipeline.failed(FrameResult(stream), error, 'processing')
-                continue
-            for result in results:
-                if result.problem is not None:
-                    continue
-                if self._outputs is None:
-                    self._finish(result)
-                else:
-                    self._outputs.put(result)
-
-    def _output_loop(self):
-        while (result := self._outputs.get()) is not _END:
-            self._finish(result)
-
-    def _finish(self, result):
-        if self._closed:
-            return
-        try:
-            self.pipeline.finish(result, self._wanted(result.stream))
-            if result.problem is None:
-                self._deliver(result)
-                self.pipeline.processed(result)
-        except Exception as error:  # e.g. a DDS publish error: this frame only
-            self.pipeline.failed(result, error)
-
-
-def _until_end(source, stop):
-    """Yield the items of a queue up to its end marker, or until the pipeline stops."""
-    while True:
-        try:
-            item = source.get(timeout=0.1)
-        except queue.Empty:
-            if stop.is_set():
-                return
-            continue
-        if item is _END:
-            return
-        yield item
-
-
-def _put(target, item, stop):
-    """Put `item` on a bounded queue, unless the pipeline stops first (then drop it)."""
-    while not stop.is_set():
-        try:
-            target.put(item, timeout=0.1)
-            return
-        except queue.Full:
-            continue

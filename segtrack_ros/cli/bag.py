@@ -23,6 +23,7 @@ from segtrack_ros.io.bag_io import (BagError, check_namespace, check_output, cop
                                     output_typestore, OutputBag, STORAGES)
 from segtrack_ros.params import BY_NAME
 from segtrack_ros.pipeline import FramePipeline, OUTPUTS
+from segtrack_ros.runners import OrderedRunner
 from sensor_msgs.msg import CompressedImage, Image
 
 MESSAGE_CLASSES = {'sensor_msgs/msg/Image': Image,
@@ -227,7 +228,7 @@ class BagRun:
         track_ids = set()
         bar = TQDM(total=self.total_frames(), desc='segtrack-bag', unit='frame',
                    disable=not progress, file=sys.stderr)
-        ordered = pipeline.run_in_order(self._frames(output, copied, summary), wanted=OUTPUTS)
+        ordered = OrderedRunner(pipeline, self._frames(output, copied, summary), wanted=OUTPUTS)
         try:
             for result in ordered:
                 bag_time, frame_number = result.tag

@@ -19,6 +19,7 @@ from segtrack_ros.core.runtime import apply_process_defaults
 from segtrack_ros.core.segmenter import MODES, Segmenter, SegmenterConfig, SegmenterError
 from segtrack_ros.io.video_io import open_source, open_writer, read_frames, VideoError
 from segtrack_ros.pipeline import FramePipeline
+from segtrack_ros.runners import OrderedRunner
 
 
 class UsageError(Exception):
@@ -143,7 +144,7 @@ def _run_pipeline(capture, writer, segmenter, render_config, max_frames, show, t
     bar = TQDM(total=total, desc='segtrack', unit='frame', disable=total is False,
                file=sys.stderr)
     start = time.perf_counter()
-    results = pipeline.run_in_order(frames, wanted=('annotated_image',))
+    results = OrderedRunner(pipeline, frames, wanted=('annotated_image',))
     try:
         for result in results:
             if result.problem is not None:

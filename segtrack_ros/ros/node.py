@@ -26,9 +26,10 @@ from segtrack_ros.core.render import RenderConfig
 from segtrack_ros.core.runtime import apply_process_defaults
 from segtrack_ros.core.segmenter import check_tracker, Segmenter, SegmenterConfig, SegmenterError
 from segtrack_ros.params import BY_NAME, check_combination, PARAMETERS
-from segtrack_ros.pipeline import FramePipeline, LiveRunner
+from segtrack_ros.pipeline import FramePipeline
 from segtrack_ros.ros.input_health import InputHealth
 from segtrack_ros.ros.program import run_node
+from segtrack_ros.runners import LiveRunner
 from sensor_msgs.msg import CompressedImage, Image
 from std_msgs.msg import Header
 from std_srvs.srv import Trigger
