@@ -6,9 +6,14 @@ alone, one model per camera. The segmenter infers the cameras' frames as one bat
 each camera the same ids, boxes and masks, for every tracker type, with and without ReID.
 """
 
+import socket
+import time
+
 import numpy as np
 import pytest
-from segtrack_ros.core.segmenter import BUNDLED_MODEL, Segmenter, SegmenterConfig
+from segtrack_ros.core.segmenter import (
+    BUNDLED_MODEL, check_tracker, Segmenter, SegmenterConfig, SegmenterError)
+import torch
 from segtrack_ros.eval.synthetic import generate_scene, SceneConfig
 from ultralytics import YOLO
 from ultralytics.utils import ops, YAML
@@ -54,7 +59,11 @@ def canonical(scores, boxes, *columns):
 
 
 def ultralytics_frames(frames, tracker):
-    """Track one camera's frames alone with ultralytics; return (ids, boxes, masks) per frame."""
+    """
+    Track one camera's frames alone with ultralytics.
+
+    Return (ids, boxes, masks) per frame, and ultralytics' tracker.
+    """
     model = YOLO(str(BUNDLED_MODEL))
     states = []
     for frame in frames:
@@ -68,7 +77,7 @@ def ultralytics_frames(frames, tracker):
         states.append(canonical(result.boxes.conf.numpy(), result.boxes.xyxy.numpy(),
                                 result.boxes.id.numpy().astype(np.int64),
                                 result.boxes.xyxy.numpy(), masks))
-    return states
+    return states, model.predictor.trackers[0]
 
 
 def segmenter_frames(segmenter, cameras):
@@ -101,10 +110,27 @@ def make_segmenter(tracker):
                                      tracker=tracker, conf=CONF, imgsz=IMGSZ))
 
 
+def appearance(tracker):
+    """Map track id -> last appearance feature of the tracks a tracker holds."""
+    return {track.track_id: track.curr_feat
+            for track in tracker.tracked_stracks + tracker.lost_stracks}
+
+
+def assert_same_appearance(segmenter, references):
+    """Assert each camera's tracker holds the features ultralytics' tracker holds, track by track."""
+    for index, reference in enumerate(references):
+        got, want = (appearance(segmenter._tracking._trackers[f'camera{index}']),
+                     appearance(reference))
+        assert got.keys() == want.keys() and len(got) > 1
+        for track_id, feature in want.items():
+            assert feature is not None
+            np.testing.assert_allclose(got[track_id], feature, atol=1e-4)
+
+
 @pytest.mark.parametrize('kind', [*SHIPPED, 'botsort-reid', 'deepocsort-reid', 'tracktrack-reid'])
 def test_each_camera_tracked_as_ultralytics_alone(configs, cameras, kind):
     tracker = configs[kind]
-    expected = [ultralytics_frames(frames, tracker) for frames in cameras]
+    expected, references = zip(*(ultralytics_frames(frames, tracker) for frames in cameras))
     assert sum(len(ids) for ids, _, _ in expected[0]) > FRAMES, 'the scene should have tracks'
     segmenter = make_segmenter(tracker)
     (alone,) = segmenter_frames(segmenter, cameras[:1])
@@ -112,3 +138,82 @@ def test_each_camera_tracked_as_ultralytics_alone(configs, cameras, kind):
     segmenter.reset()
     for got, want in zip(segmenter_frames(segmenter, cameras), expected):
         assert_same_tracks(got, want)
+    if kind.endswith('-reid'):  # the features each camera's tracker got are that camera's
+        assert_same_appearance(segmenter, references)
+
+
+@pytest.fixture(scope='module')
+def reid_file(tmp_path_factory):
+    """Return the path of an untrained classification model, a ReID model for the trackers."""
+    path = tmp_path_factory.mktemp('reid') / 'untrained-cls.pt'
+    torch.manual_seed(0)
+    YOLO('yolov8n-cls.yaml').save(str(path))
+    return str(path)
+
+
+def test_reid_model_loaded_once_and_shared(tmp_path, cameras, reid_file):
+    # two cameras, few frames: the ReID model runs on every detection's crop, at 224x224
+    cameras = [frames[:4] for frames in cameras[:2]]
+    tracker = tracker_file(tmp_path, 'botsort', with_reid=True, model=reid_file)
+    expected, references = zip(*(ultralytics_frames(frames, tracker) for frames in cameras))
+    segmenter = make_segmenter(tracker)
+    for got, want in zip(segmenter_frames(segmenter, cameras), expected):
+        assert_same_tracks(got, want)
+    assert_same_appearance(segmenter, references)
+    trackers = segmenter._tracking._trackers.values()
+    assert len(trackers) == 2
+    assert all(tracker.encoder is segmenter._tracking.encoder for tracker in trackers)
+
+
+@pytest.fixture
+def no_network(monkeypatch):
+    """Record (and refuse) every attempt to resolve a host name or open a connection."""
+    attempts = []
+
+    def refuse(*args, **kwargs):
+        attempts.append(args)
+        raise OSError('network use in a test')
+
+    monkeypatch.setattr(socket, 'getaddrinfo', refuse)
+    monkeypatch.setattr(socket, 'create_connection', refuse)
+    monkeypatch.setattr(socket.socket, 'connect', refuse)
+    return attempts
+
+
+@pytest.mark.parametrize('model, message', [
+    ('missing/reid.pt', 'not found'), ('yolov8s-cls.pt', 'cannot be downloaded offline')])
+def test_missing_reid_weights_fail_at_start_offline(no_network, tmp_path, monkeypatch, model,
+                                                    message):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr('ultralytics.utils.ONLINE', False)
+    tracker = tracker_file(tmp_path, 'tracktrack', with_reid=True, model=model)
+    start = time.perf_counter()
+    with pytest.raises(SegmenterError, match=message) as error:
+        check_tracker(tracker)
+    assert model in str(error.value) and '\n' not in str(error.value)
+    with pytest.raises(SegmenterError, match=message):
+        make_segmenter(tracker)
+    assert time.perf_counter() - start < 10
+    assert no_network == []
+    assert sorted(path.name for path in tmp_path.iterdir()) == ['tracktrack-reid.yaml']
+
+
+def test_tracker_change_at_run_time_resets_tracks(configs, cameras):
+    frames = cameras[0]
+    fresh = [ids for ids, _, _ in ultralytics_frames(frames[:4], configs['tracktrack-reid'])[0]]
+    segmenter = make_segmenter('bytetrack.yaml')
+    predictor = segmenter._model.predictor
+    before = [segmenter.process(frame).ids for frame in frames[4:]]
+    assert max(map(max, before)) > 1
+    segmenter.update(tracker=configs['tracktrack-reid'])
+    assert '_hook' in vars(predictor)
+    after = [np.sort(segmenter.process(frame).ids) for frame in frames[:4]]
+    assert [a.tolist() for a in after] == [np.sort(ids).tolist() for ids in fresh]
+    with pytest.raises(SegmenterError, match='missing.yaml'):
+        segmenter.update(tracker='missing.yaml')
+    assert segmenter.process(frames[4]).ids.size, 'a refused change keeps the tracks'
+    segmenter.update(mode='predict')
+    assert '_hook' not in vars(predictor) and predictor._feats is None
+    segmenter.update(mode='track', tracker='bytetrack.yaml')
+    again = [segmenter.process(frame).ids for frame in frames[4:]]
+    assert [a.tolist() for a in again] == [b.tolist() for b in before], 'fresh tracks again'

@@ -44,12 +44,33 @@ def check_tracker(name):
             f"tracker '{name}': tracker_type {kind!r} is not one of {', '.join(TRACKER_MAP)}")
     reid_model = str(settings.get('model', 'auto'))
     if (kind in REID_TRACKERS and settings.get('with_reid') and reid_model != 'auto'
-            and not Path(reid_model).expanduser().exists() and not _downloadable(reid_model)):
+            and not _on_this_machine(reid_model)):
+        _check_downloadable(name, reid_model)
+    return path
+
+
+def _on_this_machine(model):
+    """Tell whether ultralytics finds model file `model` here (a path, or in its weights dir)."""
+    from ultralytics.utils import SETTINGS
+
+    return Path(model).expanduser().exists() or (Path(SETTINGS['weights_dir']) / model).exists()
+
+
+def _check_downloadable(name, model):
+    """Raise `SegmenterError` unless ultralytics can fetch `model` (of tracker `name`) now."""
+    from ultralytics.trackers.utils.reid import REID_ASSETS
+    from ultralytics.utils import ONLINE
+    from ultralytics.utils.downloads import GITHUB_ASSETS_NAMES
+
+    if model not in GITHUB_ASSETS_NAMES and model not in REID_ASSETS:
         raise SegmenterError(
-            f"tracker '{name}': ReID model '{reid_model}' not found: give the path of a "
+            f"tracker '{name}': ReID model '{model}' not found: give the path of a "
             'classification or ReID model (.pt, .onnx, ...), or model: auto (the detector '
             'features)')
-    return path
+    if not ONLINE:
+        raise SegmenterError(
+            f"tracker '{name}': ReID model '{model}' is not on this machine and cannot be "
+            'downloaded offline: give the path of a local model, or model: auto')
 
 
 def _load_settings(name):
@@ -71,14 +92,6 @@ def _load_settings(name):
     if not isinstance(settings, dict):
         raise SegmenterError(f"tracker '{name}' must be a YAML mapping with a tracker_type")
     return settings, path
-
-
-def _downloadable(name):
-    """Tell whether ultralytics would fetch model `name` from its releases (when online)."""
-    from ultralytics.trackers.utils.reid import REID_ASSETS
-    from ultralytics.utils.downloads import GITHUB_ASSETS_NAMES
-
-    return name in GITHUB_ASSETS_NAMES or name in REID_ASSETS
 
 
 def has_native_features(predictor):
@@ -124,6 +137,8 @@ class StreamTrackers:
         self.settings = settings
         self.encoder = None
         if reid and not self.native_features:
+            if not _on_this_machine(settings.model):
+                _check_downloadable(name, settings.model)
             self.encoder = _load_encoder(name, settings)
         self._trackers = {}
 
