@@ -13,8 +13,8 @@ import numpy as np
 import pytest
 from segtrack_ros.core.segmenter import (
     BUNDLED_MODEL, check_tracker, Segmenter, SegmenterConfig, SegmenterError)
-import torch
 from segtrack_ros.eval.synthetic import generate_scene, SceneConfig
+import torch
 from ultralytics import YOLO
 from ultralytics.utils import ops, YAML
 from ultralytics.utils.checks import check_yaml
@@ -117,7 +117,7 @@ def appearance(tracker):
 
 
 def assert_same_appearance(segmenter, references):
-    """Assert each camera's tracker holds the features ultralytics' tracker holds, track by track."""
+    """Assert each camera's tracker holds the features of ultralytics' tracker, track by track."""
     for index, reference in enumerate(references):
         got, want = (appearance(segmenter._tracking._trackers[f'camera{index}']),
                      appearance(reference))
