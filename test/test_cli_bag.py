@@ -8,6 +8,7 @@ storage and as a single `.mcap` file. The untrained model with a very low thresh
 The outputs are compared with `segtrack_node`'s for the same frames sent over DDS.
 """
 
+import argparse
 from collections import defaultdict
 from contextlib import redirect_stderr, redirect_stdout
 import io
@@ -28,6 +29,7 @@ from ros_harness import make_frame, NodeProcess, ProbeNode, RELIABLE, wait_until
 from rosbags.rosbag2 import Reader, Writer
 from rosbags.typesys import get_types_from_msg, get_typestore, Stores
 from segtrack_ros.cli import bag as bag_cli
+from segtrack_ros.cli.common import make_segmenter
 from segtrack_ros.io import image_codec
 from segtrack_ros.io.bag_io import (BagError, camera_name, check_namespace, output_topics,
                                     OUTPUT_TYPES, output_typestore, share_directory, STORAGES)
@@ -235,6 +237,27 @@ def test_outputs_read_back(annotated, inputs, class_ids, form):
                    for _, data in outputs['detections']), f'nothing found on {topic}'
 
 
+def test_one_segmenter_for_several_bags(annotated, inputs, model_flags, tmp_path):
+    """
+    The API for segtrack-fleet: one model, bag after bag; each bag as if run on its own.
+
+    Its tracks are reset between the bags: the second output equals the first, and both the
+    console script's.
+    """
+    parser = argparse.ArgumentParser()
+    bag_cli.add_bag_arguments(parser)
+    args = parser.parse_args([str(flag) for flag in ['--topic', FRONT, '--topic', REAR,
+                                                     *model_flags]])
+    segmenter = make_segmenter(args)
+    outputs = [tmp_path / 'first', tmp_path / 'second']
+    for output in outputs:
+        summary = bag_cli.process_bag(args, segmenter, inputs['mcap'], output)
+        assert (summary.frames, summary.topics, summary.copied) == (2 * FRAMES, 2, 3 * FRAMES)
+        assert summary.instances > 0 and summary.tracks > 0 and summary.fps > 0
+    assert decoded_bag(outputs[0]) == decoded_bag(outputs[1]) == decoded_bag(
+        annotated['mcap'][0])
+
+
 def test_sqlite3_output_holds_the_same_messages(annotated, inputs, model_flags, tmp_path):
     """--storage sqlite3 writes a .db3 bag with the very bytes of the MCAP output."""
     output = tmp_path / 'out_sqlite3'
@@ -420,6 +443,19 @@ def test_bad_input_is_one_line_and_nothing_written(inputs, tmp_path, case, flags
     assert message.format(**values) in err, err
     assert not (tmp_path / 'out').exists() and not leftovers(tmp_path)
     assert not leftovers(inputs['mcap'].parent)
+
+
+def test_tracker_with_a_yaml_error_is_one_line(inputs, model_flags, tmp_path):
+    """A tracker file that is no YAML: one error line naming it, no traceback, nothing written."""
+    tracker = tmp_path / 'broken_tracker.yaml'
+    tracker.write_text('tracker_type: bytetrack\ntrack_high_thresh: [0.5\nmatch_thresh: 0.8\n')
+    flags = [str(flag) for flag in model_flags]
+    flags[flags.index('--tracker') + 1] = str(tracker)
+    code, out, err = run_cli([inputs['mcap'], tmp_path / 'out', '--topic', FRONT, *flags])
+    assert code == 1, (out, err)
+    assert err.count('\n') == 1 and err.startswith(ERROR), err
+    assert 'broken_tracker.yaml' in err and 'not valid YAML' in err, err
+    assert not (tmp_path / 'out').exists() and not leftovers(tmp_path)
 
 
 def test_unreadable_middle_fails_and_leaves_nothing(inputs, model_flags, tmp_path):

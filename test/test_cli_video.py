@@ -196,3 +196,15 @@ def test_missing_source_argument(capfd):
     code, stderr = fail([], capfd)
     assert code == 2
     assert_one_error_line(stderr, 'source')
+
+
+def test_tracker_with_a_yaml_error_is_one_line(base, test_video, tmp_path, capfd):
+    """A tracker file that is no YAML: one error line naming it, no traceback, no video left."""
+    tracker = tmp_path / 'broken_tracker.yaml'
+    tracker.write_text('tracker_type: bytetrack\ntrack_high_thresh: [0.5\nmatch_thresh: 0.8\n')
+    output = tmp_path / 'out.avi'
+    code, stderr = fail([str(test_video), *base, '--mode', 'track', '--tracker', str(tracker),
+                         '--output', str(output)], capfd)
+    assert code == 1
+    assert_one_error_line(stderr, 'broken_tracker.yaml', 'not valid YAML')
+    assert not output.exists()

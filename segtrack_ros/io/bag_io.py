@@ -5,7 +5,8 @@ This module owns opening a bag (a rosbag2 folder in sqlite3 or MCAP storage, or 
 file) with errors that name the problem, the image topics a run may take, the names of the
 output topics, the message definitions written with them (vision_msgs registered from its
 installed `.msg` files), and a bag writer whose output appears only once it is complete.
-Messages stay serialized (CDR bytes) here; imports no rclpy.
+Messages stay serialized (CDR bytes) here, but for the frames read and the outputs written,
+which `rclpy.serialization` turns into and from rclpy's messages (no node or context needed).
 """
 
 from concurrent.futures import ThreadPoolExecutor
@@ -17,14 +18,17 @@ import shutil
 import tempfile
 import threading
 
+from rclpy.serialization import deserialize_message, serialize_message
 from rosbags.interfaces import MessageDefinitionFormat
 from rosbags.rosbag2 import Reader, ReaderError, StoragePlugin, Writer, WriterError
 from rosbags.typesys import get_types_from_idl, get_types_from_msg, get_typestore, Stores
 from rosbags.typesys import TypesysError
+from sensor_msgs.msg import CompressedImage, Image
 
 IMAGE = 'sensor_msgs/msg/Image'
 COMPRESSED_IMAGE = 'sensor_msgs/msg/CompressedImage'
 IMAGE_TYPES = (IMAGE, COMPRESSED_IMAGE)
+_IMAGE_CLASSES = {IMAGE: Image, COMPRESSED_IMAGE: CompressedImage}
 # The node's outputs (relative topic names) and their types.
 OUTPUT_TYPES = {
     'annotated_image': IMAGE,
@@ -112,6 +116,11 @@ class InputBag:
         except Exception as error:  # the storages raise their own types: apsw, zstd, rosbags
             raise BagError(f"bag '{self.path}' cannot be read to the end: "
                            f'{error.__class__.__name__}: {error}') from error
+
+
+def deserialize_image(data, msgtype):
+    """Turn the CDR bytes of a frame of type `msgtype` into rclpy's Image or CompressedImage."""
+    return deserialize_message(bytes(data), _IMAGE_CLASSES[msgtype])
 
 
 def check_namespace(namespace):
@@ -288,6 +297,10 @@ class OutputBag:
         self._slots.acquire()
         self._thread.submit(self._writer.write, connection, bag_time,
                             data).add_done_callback(self._written)
+
+    def write_message(self, connection, bag_time, message):
+        """Serialize rclpy message `message` and queue it on `connection` at `bag_time` (ns)."""
+        self.write(connection, bag_time, serialize_message(message))
 
     def _written(self, future):
         self._slots.release()
