@@ -25,9 +25,10 @@ ALLOWED_LAYERS = {
     'ros': {'core', 'io', '', 'ros'},
 }
 # Folder → whether it may use ROS at all (message types, bags, the ament index) and rclpy.
-# `rclpy.serialization` (CDR bytes ↔ messages, no node or context) counts as a message tool.
+# `rclpy.serialization` (CDR bytes ↔ messages, no node or context) is the I/O layer's tool.
 MAY_USE_MESSAGES = {'core': False, 'io': True, '': True, 'eval': False, 'cli': True, 'ros': True}
 MAY_USE_RCLPY = {'ros'}
+MAY_SERIALIZE = {'io', 'ros'}
 LAYERS = {'core', 'io', 'eval', 'cli', 'ros'}
 
 
@@ -68,8 +69,8 @@ def violations(layer, source):
         if name == 'segtrack_ros' or name.startswith('segtrack_ros.'):
             if name != 'segtrack_ros' and layer_of(name) not in ALLOWED_LAYERS[layer]:
                 found.append(name)
-        elif name.split('.')[0] == 'rclpy' and name != 'rclpy.serialization':
-            if layer not in MAY_USE_RCLPY:
+        elif name.split('.')[0] == 'rclpy':
+            if layer not in (MAY_SERIALIZE if name == 'rclpy.serialization' else MAY_USE_RCLPY):
                 found.append(name)
         elif is_ros(name) and not MAY_USE_MESSAGES[layer]:
             found.append(name)
@@ -104,6 +105,7 @@ def test_folder_imports_only_what_its_rule_allows(layer):
     ('', 'from segtrack_ros.cli import common'),
     ('eval', 'from vision_msgs.msg import Detection2DArray'),
     ('cli', 'import rclpy'),
+    ('cli', 'from rclpy.serialization import serialize_message'),
 ])
 def test_the_check_catches_a_broken_rule(layer, source):
     assert violations(layer, source)

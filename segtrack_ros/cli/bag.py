@@ -238,3 +238,7 @@ def main(argv=None):
     print(f'segtrack-bag: {lines[0]}; wrote {args.output} ({args.storage})')
     for line in lines[1:]:
         print(line)
+
+
+if __name__ == '__main__':
+    main()

@@ -99,3 +99,7 @@ def main(argv=None):
     """Entry point of `segtrack-video`; errors are one line on stderr and a non-zero exit."""
     _, (summary, output) = run_main(build_parser(), argv, run, errors=(VideoError,))
     print(f'segtrack-video: {summary}; wrote {output}')
+
+
+if __name__ == '__main__':
+    main()
