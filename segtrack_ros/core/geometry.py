@@ -179,50 +179,51 @@ def locate(owner, count, depth, camera, mapping, settings=Settings(), with_point
     core = core_pixels(owner, erode)
     core &= depth > 0
     core &= depth < np.inf  # NaN compares false
-    # every masked pixel, grouped by instance
+    # every masked pixel, grouped by instance; a stable sort keeps each group's rows ascending
     flat = np.flatnonzero(owner)
     labels = owner.ravel()[flat]
     order = np.argsort(labels, kind='stable')
-    flat, labels = flat[order], labels[order].astype(np.int64) - 1
+    flat, labels = flat[order], labels[order]
     groups = _Groups(labels, count)
     rows, cols = np.divmod(flat, depth.shape[1])
-    extent = np.stack([groups.reduce(np.minimum, cols, 0), groups.reduce(np.minimum, rows, 0),
-                       groups.reduce(np.maximum, cols, 0), groups.reduce(np.maximum, rows, 0)],
-                      axis=1)
-    # the core pixels with a reading, still grouped
-    good = np.flatnonzero(core.ravel()[flat])
+    extent = np.stack([groups.reduce(np.minimum, cols, 0), groups.first(rows),
+                       groups.reduce(np.maximum, cols, 0), groups.last(rows)], axis=1)
+    # the core pixels with a reading, then the inliers among them, still grouped
+    good = core.ravel()[flat]
     flat, labels, rows, cols = flat[good], labels[good], rows[good], cols[good]
     groups = _Groups(labels, count)
     z = depth.ravel()[flat]
     median = groups.median(z)
-    deviation = np.abs(z - median[labels])
+    deviation = np.abs(z - _by_label(median)[labels])
     spread = np.maximum(settings.mad_factor * 1.4826 * groups.median(deviation),
                         settings.min_spread)
-    inlier = deviation <= spread[labels]
-    ray = np.stack([(cols - camera.cx) / camera.fx, (rows - camera.cy) / camera.fy,
-                    np.ones(len(flat))], axis=1)
-    counts = np.bincount(labels[inlier], minlength=count)
-    chosen = np.flatnonzero(counts >= settings.min_points)
-    points = ray * z[:, None]
-    centroids = groups.reduce(np.add, points * inlier[:, None], 0.0)[chosen] / counts[
-        chosen, None]
+    inlier = deviation <= _by_label(spread)[labels]
+    flat, labels, rows, cols, z = flat[inlier], labels[inlier], rows[inlier], cols[inlier], z[
+        inlier]
+    groups = _Groups(labels, count)
+    chosen = np.flatnonzero(groups.sizes >= settings.min_points)
+    ray_x = (cols.astype(np.float32) - np.float32(camera.cx)) / np.float32(camera.fx)
+    ray_y = (rows.astype(np.float32) - np.float32(camera.cy)) / np.float32(camera.fy)
+    x, y = ray_x * z, ray_y * z
+    sizes = np.maximum(groups.sizes[chosen, None], 1)
+    centroids = np.stack([groups.reduce(np.add, values.astype(np.float64), 0.0)
+                          for values in (x, y, z)], axis=1)[chosen] / sizes
     # The box spans the smoothed surface, where noise does not stretch the extremes, out to
     # the whole mask: the erosion took off a few pixels, more at sharp corners.
     reliable = np.zeros(depth.shape, bool)
-    reliable.ravel()[flat[inlier]] = True
+    reliable.ravel()[flat] = True
     sums, weights = _window_sums(depth, reliable, erode)
-    surface = ray * (sums.ravel()[flat] / np.maximum(weights.ravel()[flat], 1))[:, None]
-    low = groups.reduce(np.minimum, np.where(inlier[:, None], surface, np.inf), np.inf)
-    high = groups.reduce(np.maximum, np.where(inlier[:, None], surface, -np.inf), -np.inf)
-    core_extent = np.stack([
-        groups.reduce(np.minimum, np.where(inlier, cols, depth.shape[1]), 0),
-        groups.reduce(np.minimum, np.where(inlier, rows, depth.shape[0]), 0),
-        groups.reduce(np.maximum, np.where(inlier, cols, -1), 0),
-        groups.reduce(np.maximum, np.where(inlier, rows, -1), 0)], axis=1)
+    smooth = sums.ravel()[flat] / np.maximum(weights.ravel()[flat], 1)
+    surface = (ray_x * smooth, ray_y * smooth, smooth)
+    low = np.stack([groups.reduce(np.minimum, v, np.inf) for v in surface], axis=1)
+    high = np.stack([groups.reduce(np.maximum, v, -np.inf) for v in surface], axis=1)
+    core_extent = np.stack([groups.reduce(np.minimum, cols, 0), groups.first(rows),
+                            groups.reduce(np.maximum, cols, 0), groups.last(rows)], axis=1)
     # on a grid of stride s, a mask's edge lies on average (s - 1) / 2 pixels past its last
     # pixel read
     beyond = (stride - 1) / (2 * stride)
     scale = median[:, None] / (camera.fx, camera.fy)
+    low, high = low.astype(np.float64), high.astype(np.float64)
     low[:, :2] -= (core_extent[:, :2] - extent[:, :2] + beyond) * scale
     high[:, :2] += (extent[:, 2:] - core_extent[:, 2:] + beyond) * scale
     low, high = low[chosen], high[chosen]
@@ -230,9 +231,14 @@ def locate(owner, count, depth, camera, mapping, settings=Settings(), with_point
                      box_sizes=high - low, too_few=count - len(chosen))
     if not with_points:
         return result
-    keep = inlier & (counts >= settings.min_points)[labels]
-    return replace(result, points=points[keep].astype(np.float32),
-                   point_indices=labels[keep].astype(np.int32))
+    keep = _by_label(groups.sizes >= settings.min_points)[labels]
+    return replace(result, points=np.stack([x[keep], y[keep], z[keep]], axis=1),
+                   point_indices=labels[keep].astype(np.int32) - 1)
+
+
+def _by_label(values):
+    """Return per-instance `values` indexable by label (i + 1 for instance i)."""
+    return np.concatenate((values[:1], values))
 
 
 def _window_sums(depth, usable, radius):
@@ -251,12 +257,26 @@ def _window_sums(depth, usable, radius):
 
 
 class _Groups:
-    """Values grouped by instance: `labels` (0..count-1) ascending, one per value."""
+    """Values grouped by instance: `labels` (1..count, i + 1 for instance i) ascending."""
 
     def __init__(self, labels, count):
-        bounds = np.searchsorted(labels, np.arange(count + 1))
+        bounds = np.searchsorted(labels, np.arange(1, count + 2))
         self.starts, self.sizes = bounds[:-1], np.diff(bounds)
         self.labels = labels
+
+    def first(self, values):
+        """Return each group's first value (0 for an empty group)."""
+        return self._at(values, self.starts)
+
+    def last(self, values):
+        """Return each group's last value (0 for an empty group)."""
+        return self._at(values, self.starts + self.sizes - 1)
+
+    def _at(self, values, positions):
+        result = np.zeros(len(self.sizes), values.dtype)
+        full = self.sizes > 0
+        result[full] = values[positions[full]]
+        return result
 
     def reduce(self, ufunc, values, empty):
         """Return `ufunc` reduced over each group (`empty` for an empty one)."""
