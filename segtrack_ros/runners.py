@@ -117,7 +117,8 @@ class LiveRunner:
         Waits only for a `deliver` in progress, never for the inference or the drawing in
         progress: the threads end by themselves right after them and deliver nothing. The
         caller may then free what `deliver` uses (the node's publishers). A caller that frees
-        the segmenter next (`Segmenter.release`) waits there for the inference in progress.
+        the segmenter next (`Segmenter.release`) waits there for the inference in progress, so
+        the node stops one batch inference after the signal at worst, not in a fixed time.
         """
         with self._mailbox:
             self._closed = True
