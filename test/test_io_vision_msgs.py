@@ -24,8 +24,9 @@ from rosidl_parser import definition  # noqa: E402
 try:
     import vision_msgs
     from vision_msgs.msg import (
-        BoundingBox2D, Detection2D, Detection2DArray, LabelInfo, ObjectHypothesis,
-        ObjectHypothesisWithPose, Point2D, Pose2D, VisionClass,
+        BoundingBox2D, BoundingBox3D, Detection2D, Detection2DArray, Detection3D,
+        Detection3DArray, LabelInfo, ObjectHypothesis, ObjectHypothesisWithPose, Point2D, Pose2D,
+        VisionClass,
     )
 except ImportError as error:  # pragma: no cover - explains the usual cause
     pytest.fail(
@@ -66,6 +67,20 @@ EXPECTED_FIELDS = {
         ('x', 'double'),
         ('y', 'double'),
     ],
+    Detection3DArray: [
+        ('header', 'std_msgs/Header'),
+        ('detections', 'sequence<vision_msgs/Detection3D>'),
+    ],
+    Detection3D: [
+        ('header', 'std_msgs/Header'),
+        ('results', 'sequence<vision_msgs/ObjectHypothesisWithPose>'),
+        ('bbox', 'vision_msgs/BoundingBox3D'),
+        ('id', 'string'),
+    ],
+    BoundingBox3D: [
+        ('center', 'geometry_msgs/Pose'),
+        ('size', 'geometry_msgs/Vector3'),
+    ],
     LabelInfo: [
         ('header', 'std_msgs/Header'),
         ('class_map', 'sequence<vision_msgs/VisionClass>'),
@@ -81,6 +96,9 @@ EXPECTED_FIELDS = {
 # against the std_msgs / geometry_msgs in use). Equal hashes mean equal structure on the wire.
 UPSTREAM_TYPE_HASHES = {
     'BoundingBox2D': 'RIHS01_008eacbb0cf8f26e83795547bed013eec3675485ef386ec056d80eaaf1c1ce2f',
+    'BoundingBox3D': 'RIHS01_bbb73a65c163d7f9bb29009c7bde9f7faa576bd2d23299c4511d19230dab4698',
+    'Detection3D': 'RIHS01_ddd703be132ab0b69d33121f1bb034132bfbb3b0ac5f9fb1516005ba1c8a265b',
+    'Detection3DArray': 'RIHS01_793f5eab9595ac1c0da07873cc859db42eae51f0ee76056db8562515d830e018',
     'Detection2D': 'RIHS01_0d12b69df5c593b3455b7346fac8205437a7d4bcb09b9e0e0b2dde787ded38ea',
     'Detection2DArray': 'RIHS01_214274120007f4a683866481336b70310268cfa107aebe9d594a6acf75bda968',
     'ObjectHypothesis': 'RIHS01_51da43cec11c01957a64d1e05a24acd18aae7745ec30b74348ad5f6d634f7f90',

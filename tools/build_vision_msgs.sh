@@ -36,7 +36,8 @@ key=$(
   } | sha256sum | cut -d' ' -f1
 )
 
-check='from vision_msgs.msg import Detection2DArray, LabelInfo; Detection2DArray(); LabelInfo()'
+check='from vision_msgs.msg import Detection2DArray, Detection3DArray, LabelInfo
+Detection2DArray(); Detection3DArray(); LabelInfo()'
 if [[ ${FORCE:-0} != 1 && -f $stamp && $(<"$stamp") == "$key" ]] \
     && "$py" -c "$check" 2>/dev/null; then
   echo "vision_msgs: up to date in $venv"
