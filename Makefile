@@ -12,7 +12,7 @@ export ROS_AUTOMATIC_DISCOVERY_RANGE ?= LOCALHOST
 export ROS_DOMAIN_ID ?= $(shell shuf -i 1-100 -n 1)
 export YOLO_OFFLINE ?= 1
 
-.PHONY: venv demo test model eval bench soak lint clean
+.PHONY: venv demo test model eval bench soak pictures lint clean
 
 venv: $(STAMP)
 
@@ -61,6 +61,11 @@ bench: $(STAMP)
 # The node's memory over 10 minutes at 30 Hz.
 soak: $(STAMP)
 	$(PY) tools/soak.py
+
+# Every picture of docs/ (README, bench/README.md), made again from the bundled model, a
+# generated scene and the bench/ tables.
+pictures: $(STAMP)
+	$(PY) tools/pictures.py
 
 config/segtrack.yaml: segtrack_ros/params.py
 	$(PY) -m segtrack_ros.params > $@

@@ -1,0 +1,295 @@
+#!/usr/bin/env python3
+"""
+`make pictures`: every picture of docs/, made again from the bundled model and generated scenes.
+
+From one generated scene (`segtrack_ros.eval.synthetic`) and the bundled shapes model at imgsz
+320 on the CPU, with one torch thread (the same pixels on every run and machine of one torch
+version):
+
+- predict.png: the scene's last frame in predict mode, colours and labels by class;
+- track.png: the last frame of a track-mode run, with trails, colours and labels by track id;
+- labels.png: the node's `instance_mask` and `class_mask` of that last frame, each value in the
+  colour the annotated pictures give it (background black), as a label-image viewer shows them;
+
+and from the tables of bench/*.md (matplotlib), when the page exists:
+
+- bench-results.png: frames per second of raw predict, the guide's loop, segtrack-video and the
+  node (bench/results.md);
+- bench-masks.png: `Segmenter.process` and `model.predict` per second, and peak RSS, against the
+  instance count (bench/masks.md);
+- bench-cameras.png: RSS and frames per second in all, one node against one node per camera
+  (bench/cameras.md).
+
+Frames are written as palette PNGs (256 colours, no dithering), a few hundred KB at most.
+
+    .venv/bin/python tools/pictures.py [--output docs] [--width 768 --height 576] [--frames 40]
+"""
+
+import argparse
+import os
+from pathlib import Path
+import re
+
+import numpy as np
+
+REPO = Path(__file__).resolve().parent.parent
+SEED = 34  # of the default scene size: 12 objects of all four classes, most of them whole
+OBJECTS = 12
+PICTURE_WIDTH = 512  # frames are drawn at the scene's size, then scaled to this width
+
+
+def scene_frames(width, height, frames):
+    """Return the frames of the generated scene."""
+    from segtrack_ros.eval.synthetic import generate_scene, SceneConfig
+
+    config = SceneConfig(width=width, height=height, frames=frames, objects=OBJECTS, seed=SEED)
+    return [frame for frame, _ in generate_scene(config)]
+
+
+def segmenter(mode):
+    """Return a segmenter of the bundled model on the CPU at its training size."""
+    from segtrack_ros.core.segmenter import BUNDLED_MODEL, Segmenter, SegmenterConfig
+
+    return Segmenter(SegmenterConfig(model=str(BUNDLED_MODEL), device='cpu', mode=mode,
+                                     imgsz=320))
+
+
+def predict_picture(frame):
+    """Return the predict-mode picture of `frame`: colours and labels by class, BGR."""
+    from segtrack_ros.core.render import Renderer, RenderConfig
+
+    model = segmenter('predict')
+    try:
+        detections = model.process(frame)
+    finally:
+        model.release()
+    return Renderer(RenderConfig(color_by='class')).draw(frame, detections)
+
+
+def track_pictures(frames):
+    """
+    Return the last frame of a track-mode run (trails, colours by track id) and its label images.
+
+    The label images are those the node publishes for that frame: `instance_mask` holds the
+    track ids, coloured as the track picture colours them, `class_mask` the class ids + 1,
+    coloured as the predict picture colours their classes.
+    """
+    from segtrack_ros.core import labels
+    from segtrack_ros.core.render import palette_color, Renderer, RenderConfig
+
+    model = segmenter('track')
+    renderer = Renderer(RenderConfig(color_by='track', trail_length=30))
+    try:
+        for frame in frames:
+            detections = model.process(frame)
+            owner = labels.owner_image(detections)
+            annotated = renderer.draw(frame, detections, owner)
+    finally:
+        model.release()
+    instance = colorize(labels.instance_mask(detections, owner), palette_color)
+    by_class = colorize(labels.class_mask(detections, owner),
+                        lambda value: palette_color(value - 1))
+    return annotated, label_pair(instance, by_class)
+
+
+def colorize(label_image, color_of):
+    """Return a BGR image: 0 black, every other value in the colour `color_of(value)`."""
+    values = np.unique(label_image)
+    lookup = np.zeros((int(values.max()) + 1, 3), np.uint8)
+    for value in values[values > 0]:
+        lookup[value] = color_of(int(value))
+    return lookup[label_image]
+
+
+def label_pair(instance, by_class):
+    """Return the two label images side by side, each captioned with its topic."""
+    import cv2
+
+    panels = []
+    for image, caption in ((instance, 'instance_mask'), (by_class, 'class_mask')):
+        panel = image.copy()
+        scale = panel.shape[1] / 640
+        cv2.putText(panel, caption, (int(12 * scale), int(36 * scale)), cv2.FONT_HERSHEY_SIMPLEX,
+                    scale, (255, 255, 255), max(1, round(2 * scale)), cv2.LINE_AA)
+        panels.append(panel)
+    gap = np.full((instance.shape[0], max(2, instance.shape[1] // 100), 3), 255, np.uint8)
+    return np.hstack([panels[0], gap, panels[1]])
+
+
+def save_frame(path, image, width):
+    """Scale a BGR image to `width` and write it as a 256-colour PNG."""
+    import cv2
+    from PIL import Image
+
+    height = round(image.shape[0] * width / image.shape[1])
+    small = cv2.resize(image, (width, height), interpolation=cv2.INTER_AREA)
+    picture = Image.fromarray(cv2.cvtColor(small, cv2.COLOR_BGR2RGB))
+    picture.quantize(256, method=Image.Quantize.MEDIANCUT, dither=Image.Dither.NONE).save(
+        path, optimize=True)
+
+
+# -- plots of the bench/ tables ----------------------------------------------------------------
+
+def markdown_tables(path):
+    """Return the tables of a markdown page: lists of rows, each a list of cell texts."""
+    tables, current = [], []
+    for line in Path(path).read_text().splitlines():
+        if line.startswith('|'):
+            cells = [cell.strip() for cell in line.strip().strip('|').split('|')]
+            if not all(re.fullmatch(r':?-+:?', cell) for cell in cells):
+                current.append(cells)
+        elif current:
+            tables.append(current)
+            current = []
+    return tables + ([current] if current else [])
+
+
+def table_with(path, heading):
+    """Return the rows (header first) of the first table whose header has `heading` in a cell."""
+    for table in markdown_tables(path):
+        if any(heading in cell for cell in table[0]):
+            return table
+    raise ValueError(f'{path}: no table with a column {heading!r}')
+
+
+def number(text):
+    """Return the first number in a cell's text."""
+    return float(re.search(r'-?[0-9]+(?:\.[0-9]+)?', text).group())
+
+
+def figure(columns, width=4.2):
+    """Return a matplotlib figure of `columns` plots side by side, drawn without a display."""
+    import matplotlib
+
+    matplotlib.use('Agg')
+    from matplotlib import pyplot
+
+    pyplot.rcParams.update({'font.size': 9, 'svg.hashsalt': 'segtrack'})
+    return pyplot.subplots(1, columns, figsize=(width * columns, 3.2), dpi=100, squeeze=False)
+
+
+def save_plot(fig, path):
+    """Write a figure as PNG, without the metadata that changes from version to version."""
+    from matplotlib import pyplot
+
+    fig.tight_layout()
+    fig.savefig(path, metadata={'Software': None})
+    pyplot.close(fig)
+
+
+def plot_results(page, path):
+    """Frames per second of the four ways to run each model (bench/results.md)."""
+    table = table_with(page, 'frames/s')
+    header = table[0]
+    model, row, fps = header.index('model'), header.index('row'), header.index('frames/s')
+    kinds = (('1.', 'raw model.predict'), ('2b.', "guide's loop, track"),
+             ('3b.', 'segtrack-video, track'), ('4.', 'node over DDS, track, 30 Hz in'))
+    models = list(dict.fromkeys(cells[model] for cells in table[1:]))
+    fig, axes = figure(1, width=6.4)
+    axis = axes[0][0]
+    width = 0.8 / len(kinds)
+    for position, (prefix, name) in enumerate(kinds):
+        values = [next(number(cells[fps]) for cells in table[1:]
+                       if cells[model] == title and cells[row].startswith(prefix + ' '))
+                  for title in models]
+        axis.bar(np.arange(len(models)) + (position - (len(kinds) - 1) / 2) * width, values,
+                 width, label=name)
+    axis.set_xticks(np.arange(len(models)),
+                    [title.replace(' @', '\nimgsz ') for title in models])
+    axis.set_ylabel('frames per second')
+    axis.set_title('768×576 frames, 2 CPU cores (bench/results.md)')
+    axis.legend(fontsize=7)
+    save_plot(fig, path)
+
+
+def plot_masks(page, path):
+    """Per-frame rate and peak RSS against instance count, per frame size (bench/masks.md)."""
+    table = table_with(page, '`Segmenter.process` ms')
+    header = table[0]
+    column = {name: next(i for i, cell in enumerate(header) if cell.startswith(name))
+              for name in ('frame', 'instances', '`model.predict` ms', '`Segmenter.process` ms',
+                           'peak RSS')}
+    fig, axes = figure(2)
+    rate, memory = axes[0]
+    for size in dict.fromkeys(cells[column['frame']] for cells in table[1:]):
+        rows = [cells for cells in table[1:] if cells[column['frame']] == size]
+        counts = [number(cells[column['instances']]) for cells in rows]
+        line, = rate.plot(counts, [1000 / number(cells[column['`Segmenter.process` ms']])
+                                   for cells in rows], 'o-', label=f'{size} Segmenter.process')
+        rate.plot(counts, [1000 / number(cells[column['`model.predict` ms']]) for cells in rows],
+                  's--', color=line.get_color(), label=f'{size} model.predict')
+        for part, style, name in ((0, 'o-', 'package'), (1, 's--', 'after raw predict too')):
+            memory.plot(counts, [number(cells[column['peak RSS']].split('/')[part])
+                                 for cells in rows], style, color=line.get_color(),
+                        label=f'{size} {name}')
+    rate.set_title('frames per second (bench/masks.md)')
+    memory.set_title('peak RSS of the process, MB')
+    for axis in (rate, memory):
+        axis.set_xscale('log')
+        axis.set_xticks(sorted(set(counts)), [f'{count:.0f}' for count in sorted(set(counts))])
+        axis.set_xlabel('instances per frame')
+        axis.legend(fontsize=6)
+    memory.set_ylim(bottom=0)
+    save_plot(fig, path)
+
+
+def plot_cameras(page, path):
+    """RSS and frames per second in all against cameras, one node or one each (cameras.md)."""
+    table = table_with(page, 'total RSS MiB')
+    header = table[0]
+    cameras, nodes = header.index('cameras'), header.index('nodes')
+    rss = header.index('total RSS MiB')
+    fps = next(i for i, cell in enumerate(header) if cell.startswith('total frames/s'))
+    fig, axes = figure(2)
+    for single, name in ((True, 'one node'), (False, 'one node per camera')):
+        rows = [cells for cells in table[1:] if (cells[nodes] == 'one') == single]
+        counts = [number(cells[cameras]) for cells in rows]
+        axes[0][0].plot(counts, [number(cells[rss]) for cells in rows], 'o-', label=name)
+        axes[0][1].plot(counts, [number(cells[fps]) for cells in rows], 'o-', label=name)
+    for axis, title in zip(axes[0], ('total RSS, MiB', 'frames per second in all')):
+        axis.set_title(f'{title} (bench/cameras.md)')
+        axis.set_xlabel('cameras')
+        axis.set_xticks(sorted({number(cells[cameras]) for cells in table[1:]}))
+        axis.set_ylim(bottom=0)
+        axis.legend(fontsize=7)
+    save_plot(fig, path)
+
+
+PLOTS = (('results.md', 'bench-results.png', plot_results),
+         ('masks.md', 'bench-masks.png', plot_masks),
+         ('cameras.md', 'bench-cameras.png', plot_cameras))
+
+
+def main():
+    """Write every picture to the output folder; print each one's path and size."""
+    parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0].strip())
+    parser.add_argument('--output', type=Path, default=REPO / 'docs')
+    parser.add_argument('--bench', type=Path, default=REPO / 'bench',
+                        help='folder of the benchmark pages the plots are drawn from')
+    parser.add_argument('--width', type=int, default=768, help='of the generated scene')
+    parser.add_argument('--height', type=int, default=576)
+    parser.add_argument('--frames', type=int, default=40,
+                        help='of the track run; the predict picture is its last frame too')
+    args = parser.parse_args()
+    # One torch thread, whatever the machine: the same sums in the same order, the same pixels.
+    os.environ['OMP_NUM_THREADS'] = '1'
+    os.environ.setdefault('YOLO_OFFLINE', '1')
+    os.environ.setdefault('YOLO_AUTOINSTALL', 'false')
+    args.output.mkdir(parents=True, exist_ok=True)
+    frames = scene_frames(args.width, args.height, args.frames)
+    width = min(PICTURE_WIDTH, args.width)
+    tracked, label_images = track_pictures(frames)
+    written = [args.output / name for name in ('predict.png', 'track.png', 'labels.png')]
+    save_frame(written[0], predict_picture(frames[-1]), width)
+    save_frame(written[1], tracked, width)
+    save_frame(written[2], label_images, 2 * width)
+    for page, name, plot in PLOTS:
+        if (args.bench / page).exists():
+            plot(args.bench / page, args.output / name)
+            written.append(args.output / name)
+    for path in written:
+        print(f'pictures: {path} ({path.stat().st_size / 1024:.0f} KB)')
+
+
+if __name__ == '__main__':
+    main()
