@@ -40,6 +40,7 @@ ROSDEP_KEYS = {
     'std_srvs': 'std_srvs',
     'ultralytics': 'python3-ultralytics-pip',
     'vision_msgs': 'vision_msgs',
+    'visualization_msgs': 'visualization_msgs',
     'yaml': 'python3-yaml',
 }
 

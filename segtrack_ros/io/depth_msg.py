@@ -1,0 +1,156 @@
+"""
+Depth images and camera infos in; 3D detections, markers and point clouds out. No rclpy.
+
+In: a `sensor_msgs/Image` depth image (REP 118: `16UC1`/`mono16` in millimetres, `32FC1` in
+metres; 0, NaN and ±inf mean no reading) becomes float32 metres, and its `sensor_msgs/CameraInfo`
+a `geometry.Camera`; anything that cannot be used raises `DepthInputError`, whose message names
+the problem and the fix. Out: a `geometry.Located` becomes a `vision_msgs/Detection3DArray`, a
+`visualization_msgs/MarkerArray` (a box and a label per instance) and a `sensor_msgs/PointCloud2`
+(x, y, z float32, and the instance's id and class id at each point).
+"""
+
+import array
+
+import numpy as np
+from segtrack_ros.core.geometry import Camera
+from segtrack_ros.core.labels import mask_values
+from sensor_msgs.msg import PointCloud2, PointField
+from vision_msgs.msg import Detection3D, Detection3DArray, ObjectHypothesisWithPose
+from visualization_msgs.msg import Marker, MarkerArray
+
+# Depth encodings: element type and the factor to metres.
+DEPTH_ENCODINGS = {'16UC1': ('u2', 0.001), 'mono16': ('u2', 0.001), '32FC1': ('f4', 1.0)}
+MARKER_NAMESPACE = 'segtrack'
+MARKER_ALPHA = 0.35  # boxes are see-through, so the points and the scene stay visible
+# Fields of the point cloud: x, y, z in metres, the instance's id (its value in instance_mask
+# and its `id` in detections) and its class id.
+POINT_FIELDS = (('x', PointField.FLOAT32), ('y', PointField.FLOAT32), ('z', PointField.FLOAT32),
+                ('id', PointField.UINT32), ('class_id', PointField.UINT32))
+_POINT_DTYPE = np.dtype([('x', '<f4'), ('y', '<f4'), ('z', '<f4'), ('id', '<u4'),
+                         ('class_id', '<u4')])
+
+
+class DepthInputError(ValueError):
+    """A depth image or camera info that cannot be used; the message names the fix."""
+
+
+def decode_depth(msg, max_pixels):
+    """Return the depth image of `msg` as float32 metres (no reading: 0, NaN or ±inf)."""
+    if msg.encoding not in DEPTH_ENCODINGS:
+        raise DepthInputError(
+            f'depth image encoding {msg.encoding!r} is not a depth encoding: publish 16UC1 or '
+            'mono16 (millimetres) or 32FC1 (metres), e.g. the aligned depth of the camera '
+            'driver')
+    kind, to_metres = DEPTH_ENCODINGS[msg.encoding]
+    dtype = np.dtype(kind).newbyteorder('>' if msg.is_bigendian else '<')
+    width, height, step = msg.width, msg.height, msg.step
+    if width <= 0 or height <= 0 or width * height > max_pixels:
+        raise DepthInputError(
+            f'depth image of {width}x{height} pixels: give a non-empty image of at most '
+            f'{max_pixels} pixels (max_input_pixels)')
+    if step < width * dtype.itemsize:
+        raise DepthInputError(
+            f'depth image step {step} is shorter than a row of {width} {msg.encoding} pixels '
+            f'({width * dtype.itemsize} bytes): fix the publisher')
+    if len(msg.data) < height * step:
+        raise DepthInputError(
+            f'depth image data has {len(msg.data)} bytes, less than height x step = '
+            f'{height} x {step}: fix the publisher')
+    rows = np.frombuffer(msg.data, np.uint8, height * step).reshape(height, step)
+    pixels = rows[:, :width * dtype.itemsize].copy().view(dtype)
+    if kind == 'f4':
+        return pixels.astype(np.float32, copy=False)
+    return pixels.astype(np.float32) * np.float32(to_metres)
+
+
+def camera_of(info, width, height):
+    """
+    Return the `Camera` of a CameraInfo for a depth image of `width` × `height`.
+
+    Its K must be finite with positive focal lengths, and it must describe an image of that size.
+    """
+    k = np.asarray(info.k, np.float64)
+    if k.size != 9 or not np.isfinite(k).all() or k[0] <= 0 or k[4] <= 0:
+        raise DepthInputError(
+            f'depth camera_info K {k.tolist()} is not a camera matrix (zero or non-finite focal '
+            'length): publish the calibrated camera_info of the depth image')
+    if (info.width, info.height) != (width, height):
+        raise DepthInputError(
+            f'depth camera_info is for {info.width}x{info.height} images but the depth image is '
+            f'{width}x{height}: publish the camera_info that comes with the depth image')
+    return Camera(float(k[0]), float(k[4]), float(k[2]), float(k[5]), int(width), int(height))
+
+
+def to_detection3d_array(located, detections, header):
+    """
+    Build the Detection3DArray of `located` (indices into `detections`) under `header`.
+
+    Each Detection3D has the `id` and class of the instance's Detection2D, its score, the
+    centroid as `results[0].pose` and the box as `bbox` (axis-aligned: identity orientation).
+    """
+    message = Detection3DArray(header=header)
+    values = mask_values(detections.ids)
+    for index, centroid, centre, size in zip(located.indices.tolist(), located.centroids,
+                                             located.box_centres, located.box_sizes):
+        detection = Detection3D(header=header, id=str(int(values[index])))
+        result = ObjectHypothesisWithPose()
+        result.hypothesis.class_id = detections.class_names[index]
+        result.hypothesis.score = float(detections.scores[index])
+        _set_xyz(result.pose.pose.position, centroid)
+        result.pose.pose.orientation.w = 1.0
+        detection.results.append(result)
+        _set_xyz(detection.bbox.center.position, centre)
+        detection.bbox.center.orientation.w = 1.0
+        _set_xyz(detection.bbox.size, size)
+        message.detections.append(detection)
+    return message
+
+
+def to_marker_array(located, colours, labels, header):
+    """
+    Build the MarkerArray of `located` for rviz: per instance a box and a text label.
+
+    `colours` (BGR, 0..255) and `labels` are per instance of the detections, as drawn in 2D.
+    The first marker deletes every marker of the previous frame.
+    """
+    markers = [Marker(header=header, ns=MARKER_NAMESPACE, action=Marker.DELETEALL)]
+    for number, (index, centre, size) in enumerate(zip(located.indices.tolist(),
+                                                       located.box_centres, located.box_sizes)):
+        blue, green, red = (channel / 255.0 for channel in colours[index])
+        box = Marker(header=header, ns=MARKER_NAMESPACE, id=2 * number, type=Marker.CUBE,
+                     action=Marker.ADD)
+        _set_xyz(box.pose.position, centre)
+        box.pose.orientation.w = 1.0
+        _set_xyz(box.scale, np.maximum(size, 1e-3))  # rviz hides a box of zero thickness
+        box.color.r, box.color.g, box.color.b, box.color.a = red, green, blue, MARKER_ALPHA
+        text = Marker(header=header, ns=MARKER_NAMESPACE, id=2 * number + 1,
+                      type=Marker.TEXT_VIEW_FACING, action=Marker.ADD, text=labels[index])
+        _set_xyz(text.pose.position, (centre[0], centre[1] - size[1] / 2, centre[2]))
+        text.pose.orientation.w = 1.0
+        text.scale.z = float(np.clip(0.15 * centre[2] / 2, 0.03, 0.5))  # readable at its depth
+        text.color.r, text.color.g, text.color.b, text.color.a = red, green, blue, 1.0
+        markers += [box, text]
+    return MarkerArray(markers=markers)
+
+
+def to_point_cloud(located, detections, header):
+    """Build the PointCloud2 of `located`'s points: x y z float32, id and class_id uint32."""
+    indices = located.point_indices
+    points = np.empty(len(located.points), _POINT_DTYPE)
+    points['x'], points['y'], points['z'] = located.points.T
+    points['id'] = mask_values(detections.ids)[indices]
+    points['class_id'] = np.asarray(detections.class_ids)[indices]
+    message = PointCloud2(header=header, height=1, width=len(points), is_bigendian=False,
+                          point_step=_POINT_DTYPE.itemsize,
+                          row_step=_POINT_DTYPE.itemsize * len(points), is_dense=True)
+    message.fields = [PointField(name=name, offset=_POINT_DTYPE.fields[name][1],
+                                 datatype=datatype, count=1)
+                      for name, datatype in POINT_FIELDS]
+    data = array.array('B')
+    data.frombytes(points.tobytes())
+    message.data = data
+    return message
+
+
+def _set_xyz(target, values):
+    target.x, target.y, target.z = (float(value) for value in values)
