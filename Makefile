@@ -25,9 +25,10 @@ VISION_MSGS_SOURCES := $(wildcard third_party/vision_msgs/msg/*.msg) \
 ROS_LAUNCH := ../shared/ros-launch
 ROS_LAUNCH_INSTALL := $(wildcard $(ROS_LAUNCH)/install.sh)
 
-$(STAMP): requirements.txt requirements-dev.txt setup.py $(VISION_MSGS_SOURCES) $(ROS_LAUNCH_INSTALL)
+$(STAMP): requirements.txt requirements-dev.txt requirements-fleet.txt setup.py $(VISION_MSGS_SOURCES) $(ROS_LAUNCH_INSTALL)
 	test -x $(PY) || python3 -m venv $(VENV)
-	$(PY) -m pip install -q -r requirements.txt -r requirements-dev.txt $(PIP_QUIET)
+	$(PY) -m pip install -q -r requirements.txt -r requirements-dev.txt -r requirements-fleet.txt \
+	  $(PIP_QUIET)
 	$(PY) -m pip install -q --no-deps -e . $(PIP_QUIET)
 	bash tools/build_vision_msgs.sh $(VENV)
 	$(if $(ROS_LAUNCH_INSTALL),bash $(ROS_LAUNCH_INSTALL) $(VENV) tools/fix_wheel_cmake_targets.cmake \

@@ -1,0 +1,232 @@
+"""
+Tests of `segtrack-fleet`: generated bags through a local Ray, against `segtrack-bag`'s outputs.
+
+Ray takes 5-20 s to start here, so the file shares one local Ray (started as the command starts
+it) for the module; one test runs the installed command whole, with its own Ray, and checks it
+leaves no Ray process behind. The bags are `test_cli_bag`'s (two cameras and a chatter topic).
+"""
+
+from contextlib import contextmanager, redirect_stderr, redirect_stdout
+import csv
+import importlib.util
+import io
+import os
+from pathlib import Path
+import shutil
+import subprocess
+import sys
+import time
+
+from conftest import UNTRAINED_CONF
+import psutil
+import pytest
+from segtrack_ros.cli import fleet
+from segtrack_ros.cli.common import UsageError
+from test_cli_bag import (decoded_bag, FRONT, input_messages, REAR, run_cli as run_bag,
+                          write_bag)
+
+# Not imported here: Ray must be imported the way the command does (fleet.import_ray).
+pytestmark = pytest.mark.skipif(importlib.util.find_spec('ray') is None,
+                                reason='segtrack-fleet needs Ray (requirements-fleet.txt)')
+
+SCRIPT = Path(sys.executable).parent / 'segtrack-fleet'
+TOPICS = ['--topic', FRONT, '--topic', REAR]
+DASHBOARD_PORT = 8265  # Ray's web dashboard (the minimal one without its web server serves none)
+LOOPBACK = {'127.0.0.1', '::1', '::ffff:127.0.0.1'}
+
+
+def ray_processes():
+    """Return {pid: name} of the Ray processes on this machine: servers, agents, workers."""
+    found = {}
+    for process in psutil.process_iter(['name', 'cmdline']):
+        name = process.info['name'] or ''
+        command = ' '.join(process.info['cmdline'] or [])
+        if (name in ('raylet', 'gcs_server') or name.startswith('ray::')
+                or '/site-packages/ray/' in command):
+            found[process.pid] = name
+    return found
+
+
+def run_fleet(argv):
+    """Run `segtrack-fleet` in this process; return its exit code, stdout and stderr."""
+    out, err = io.StringIO(), io.StringIO()
+    code = 0
+    with redirect_stdout(out), redirect_stderr(err):
+        try:
+            fleet.main([str(arg) for arg in argv])
+        except SystemExit as exit_:
+            code = exit_.code
+    return code, out.getvalue(), err.getvalue()
+
+
+def summary_rows(folder):
+    """Return the rows of `folder`/summary.csv by bag name."""
+    with open(Path(folder) / 'summary.csv', newline='') as file:
+        return {row['bag']: row for row in csv.DictReader(file)}
+
+
+@contextmanager
+def torch_threads(count):
+    """Run the block with `count` torch threads (float sums, hence scores, depend on it)."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(count)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
+@pytest.fixture(scope='module')
+def bags(tmp_path_factory):
+    """Return good bags in each form (MCAP and sqlite3 folders, a .mcap file) and a corrupt one."""
+    folder = tmp_path_factory.mktemp('fleet_inputs')
+    good = [write_bag(folder / 'drive_a', 'mcap', input_messages(4)),
+            write_bag(folder / 'drive_b', 'sqlite3', input_messages(3))]
+    single = write_bag(folder / 'single', 'mcap', input_messages(2))
+    good.append(Path(shutil.copy(single / 'single.mcap', folder / 'drive_c.mcap')))
+    corrupt = folder / 'corrupt'
+    shutil.copytree(good[0], corrupt)
+    data = (corrupt / 'drive_a.mcap').read_bytes()
+    (corrupt / 'drive_a.mcap').write_bytes(data[:len(data) // 2])
+    return good, corrupt
+
+
+@pytest.fixture(scope='module')
+def model_flags(untrained_weights, permissive_tracker):
+    """Return the model flags of every run: untrained weights, forced detections, tracking."""
+    return ['--model', untrained_weights, '--device', 'cpu', '--conf', UNTRAINED_CONF,
+            '--imgsz', 160, '--max-det', 6, '--tracker', permissive_tracker]
+
+
+def test_without_ray_one_line_names_the_install(tmp_path):
+    """Without Ray the command says in one line what to install, and exits 1."""
+    code = ('import sys; sys.modules["ray"] = None; from segtrack_ros.cli import fleet; '
+            'fleet.main(sys.argv[1:])')
+    done = subprocess.run([sys.executable, '-c', code, 'bag', '--output', str(tmp_path),
+                           '--topic', FRONT], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 1
+    assert done.stderr.strip().splitlines() == [f'segtrack-fleet: error: {fleet.INSTALL}']
+    assert 'segtrack_ros[fleet]' in fleet.INSTALL and not list(tmp_path.iterdir())
+
+
+def test_command_starts_and_stops_its_own_ray(bags, model_flags, tmp_path):
+    """The installed command starts a local Ray, processes a bag, and leaves no Ray process."""
+    before = ray_processes()
+    good, _ = bags
+    output = tmp_path / 'out'
+    argv = [SCRIPT, good[2], '--output', output, *TOPICS, *model_flags]
+    done = subprocess.run([str(arg) for arg in argv], capture_output=True, text=True,
+                          timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert '1 bag(s) done, 0 skipped (done before), 0 failed' in done.stdout
+    assert (output / 'drive_c' / 'metadata.yaml').is_file()
+    deadline = time.monotonic() + 10  # Ray's last processes may take a moment to exit
+    while set(ray_processes()) - set(before) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert not set(ray_processes()) - set(before), ray_processes()
+
+
+@pytest.fixture(scope='module')
+def ray_session():
+    """Start one local Ray the way `segtrack-fleet` does, for the module; stop it after."""
+    ray = fleet.import_ray(local=True)
+    fleet.start_local_ray(ray)
+    yield ray
+    ray.shutdown()
+
+
+def test_ray_listens_on_loopback_only(ray_session):
+    """Every socket of the local Ray's processes is on 127.0.0.1: nothing leaves loopback."""
+    processes = psutil.Process().children(recursive=True)
+    names = {process.name() for process in processes}
+    assert {'gcs_server', 'raylet'} <= names, names
+    sockets = [(process.name(), connection) for process in processes
+               for connection in process.net_connections(kind='inet')]
+    sockets += [('driver', connection)
+                for connection in psutil.Process().net_connections(kind='inet')]
+    assert any(connection.status == psutil.CONN_LISTEN for _, connection in sockets)
+    for name, connection in sockets:
+        assert connection.laddr.port != DASHBOARD_PORT, f'{name} serves the dashboard'
+        assert connection.laddr.ip in LOOPBACK, (name, connection)
+        assert not connection.raddr or connection.raddr.ip in LOOPBACK, (name, connection)
+
+
+def test_same_outputs_as_segtrack_bag_and_failures(ray_session, bags, model_flags, tmp_path):
+    """
+    Three good bags and a corrupt one at once: the good ones hold `segtrack-bag`'s messages.
+
+    The corrupt bag is tried three times, then reported in one line; the others go on; exit 1.
+    """
+    good, corrupt = bags
+    output = tmp_path / 'out'
+    code, out, err = run_fleet([*good, corrupt, '--output', output, '--cpus-per-task', 1,
+                                *TOPICS, *model_flags])
+    assert code == 1, err
+    failure = (f"segtrack-fleet: {corrupt}: failed after 3 attempt(s): bag '{corrupt}' "
+               'cannot be read: File end magic is invalid.\n')
+    assert err.count('failed after') == 1 and failure in err, err
+    assert '3 bag(s) done, 0 skipped (done before), 1 failed' in out
+    rows = summary_rows(output)
+    assert {name: row['status'] for name, row in rows.items()} == {
+        'drive_a': 'done', 'drive_b': 'done', 'drive_c': 'done', 'corrupt': 'failed'}
+    assert [rows[name]['frames'] for name in ('drive_a', 'drive_b', 'drive_c')] == ['8', '6', '4']
+    assert rows['corrupt']['attempts'] == '3'
+    assert sorted(path.name for path in output.iterdir()) == [
+        'drive_a', 'drive_b', 'drive_c', 'summary.csv']  # no partial output left
+    for bag in good:
+        expected = tmp_path / f'bag_{bag.name}'
+        with torch_threads(1):  # as the fleet's workers of --cpus-per-task 1
+            code, _, err = run_bag([bag, expected, *TOPICS, *model_flags])
+        assert code == 0, err
+        assert decoded_bag(output / fleet.output_name(bag)) == decoded_bag(expected), bag
+
+
+def test_resume_skips_finished_bags(ray_session, bags, model_flags, tmp_path):
+    """A second run of the same list (an @file) skips the finished bags, tries the rest again."""
+    good, corrupt = bags
+    output = tmp_path / 'out'
+    listing = tmp_path / 'bags.txt'
+    listing.write_text(f'# first run\n{good[0]}\n\n{corrupt}\n')
+    code, _, err = run_fleet([f'@{listing}', '--output', output, *TOPICS, *model_flags])
+    assert code == 1, err
+    first = (output / 'drive_a' / 'metadata.yaml').stat().st_mtime_ns
+    listing.write_text(f'{good[0]}\n{corrupt}\n{good[1]}\n')
+    code, out, err = run_fleet([f'@{listing}', '--output', output, *TOPICS, *model_flags])
+    assert code == 1, err
+    assert (output / 'drive_a' / 'metadata.yaml').stat().st_mtime_ns == first
+    rows = summary_rows(output)
+    assert rows['drive_a']['status'] == 'skipped (done before)'
+    assert rows['drive_a']['frames'] == '8'  # the earlier run's figures are kept
+    assert rows['drive_b']['status'] == 'done' and rows['corrupt']['status'] == 'failed'
+    assert '1 bag(s) done, 1 skipped (done before), 1 failed' in out
+
+
+def test_bad_model_stops_the_job_in_one_line(ray_session, bags, tmp_path):
+    """A model the workers cannot load is one error line and exit 1, not a failure per bag."""
+    good, _ = bags
+    code, out, err = run_fleet([good[0], '--output', tmp_path / 'out', *TOPICS,
+                                '--model', tmp_path / 'missing.pt'])
+    assert code == 1
+    assert err.strip().splitlines() == [
+        f"segtrack-fleet: error: model '{tmp_path / 'missing.pt'}' not found: give the path "
+        'of a .pt/.onnx/.engine file or an OpenVINO folder, or an official name such as '
+        'yolov8n-seg.pt'], err
+
+
+def test_inputs_of_one_name_are_refused(tmp_path):
+    """Two inputs that would write the same output folder are refused before anything runs."""
+    with pytest.raises(UsageError, match="'a/drive' and 'b/drive.mcap' would both write"):
+        fleet.plan(['a/drive', 'b/drive.mcap'], tmp_path)
+    assert fleet.plan(['a/x.mcap', 'b/y/'], tmp_path) == [('a/x.mcap', 'x'), ('b/y/', 'y')]
+
+
+def test_flags_are_checked_before_ray_starts(tmp_path):
+    """Out-of-range flags are one line and exit 1 without starting Ray."""
+    before = ray_processes()
+    code, _, err = run_fleet(['bag', '--output', tmp_path, *TOPICS, '--cpus-per-task', '0'])
+    assert (code, err.strip()) == (
+        1, 'segtrack-fleet: error: --cpus-per-task must be positive, got 0')
+    assert ray_processes() == before
+    assert os.listdir(tmp_path) == []
