@@ -180,9 +180,8 @@ def measure(model, size, count, frames, threads):
     """
     Return `run_worker`'s figures; for the drawing target's row, the median of DRAW_RUNS runs.
 
-    The same worker's label images + draw differ by up to 40 % between processes here (13.7
-    and 19.4 ms, one after the other), more than frame to frame within one: that row lists
-    each run's sum in `draw_runs`.
+    The same worker's label images + draw differ more between processes than from frame to
+    frame within one (bench/masks.md): that row lists each run's sum in `draw_runs`.
     """
     if (size, count) != DRAW_TARGET:
         return run_worker(model, size, count, frames, threads)
