@@ -13,7 +13,8 @@ import cv2
 
 REPO = Path(__file__).resolve().parents[1]
 FRAMES = ('predict.png', 'track.png', 'labels.png')
-PLOTS = ('bench-results.png', 'bench-masks.png', 'bench-cameras.png')
+PLOTS = ('bench-results.png', 'bench-soak.png', 'bench-masks.png', 'bench-cameras.png',
+         'bench-bag.png')
 
 
 def make_pictures(output):

@@ -17,8 +17,10 @@ and from the tables of bench/*.md (matplotlib), when the page exists:
   node (bench/results.md);
 - bench-masks.png: `Segmenter.process` and `model.predict` per second, and peak RSS, against the
   instance count (bench/masks.md);
+- bench-soak.png: the node's RSS and processed rate minute by minute (bench/soak.md);
 - bench-cameras.png: RSS and frames per second in all, one node against one node per camera
-  (bench/cameras.md).
+  (bench/cameras.md);
+- bench-bag.png: frames per second of segtrack-video and segtrack-bag (bench/bag.md).
 
 Frames are written as palette PNGs (256 colours, no dithering), a few hundred KB at most.
 
@@ -178,7 +180,7 @@ def save_plot(fig, path):
 
 
 def plot_results(page, path):
-    """Frames per second of the four ways to run each model (bench/results.md)."""
+    """Plot frames per second of the four ways to run each model (bench/results.md)."""
     table = table_with(page, 'frames/s')
     header = table[0]
     model, row, fps = header.index('model'), header.index('row'), header.index('frames/s')
@@ -203,7 +205,7 @@ def plot_results(page, path):
 
 
 def plot_masks(page, path):
-    """Per-frame rate and peak RSS against instance count, per frame size (bench/masks.md)."""
+    """Plot rate and peak RSS against instance count, per frame size (bench/masks.md)."""
     table = table_with(page, '`Segmenter.process` ms')
     header = table[0]
     column = {name: next(i for i, cell in enumerate(header) if cell.startswith(name))
@@ -234,7 +236,7 @@ def plot_masks(page, path):
 
 
 def plot_cameras(page, path):
-    """RSS and frames per second in all against cameras, one node or one each (cameras.md)."""
+    """Plot RSS and frames/s in all against cameras, one node or one each (cameras.md)."""
     table = table_with(page, 'total RSS MiB')
     header = table[0]
     cameras, nodes = header.index('cameras'), header.index('nodes')
@@ -255,9 +257,49 @@ def plot_cameras(page, path):
     save_plot(fig, path)
 
 
+def plot_bag(page, path):
+    """Plot frames per second of segtrack-video and segtrack-bag, same frames (bench/bag.md)."""
+    table = table_with(page, 'segtrack-video fps')
+    header = table[0]
+    kinds = [(i, cell.replace(' fps (cost)', '').replace(' fps', ''))
+             for i, cell in enumerate(header) if cell.startswith('segtrack-')]
+    models = [f'{cells[0]}\nimgsz {cells[1]}' for cells in table[1:]]
+    fig, axes = figure(1, width=5.6)
+    axis = axes[0][0]
+    width = 0.8 / len(kinds)
+    for position, (column, name) in enumerate(kinds):
+        axis.bar(np.arange(len(models)) + (position - (len(kinds) - 1) / 2) * width,
+                 [number(cells[column]) for cells in table[1:]], width, label=name)
+    axis.set_xticks(np.arange(len(models)), models)
+    axis.set_ylabel('frames per second')
+    axis.set_title('the same 768×576 frames, track mode (bench/bag.md)')
+    axis.legend(fontsize=7)
+    save_plot(fig, path)
+
+
+def plot_soak(page, path):
+    """Plot the node's RSS and processed rate minute by minute (bench/soak.md)."""
+    table = table_with(page, 'RSS MB')
+    minutes = [number(cells[0]) for cells in table[1:]]
+    fig, axes = figure(2)
+    memory, frames = axes[0]
+    memory.plot(minutes, [number(cells[1]) for cells in table[1:]], 'o-')
+    memory.set_title('RSS of the node, MB (bench/soak.md)')
+    memory.set_ylim(bottom=0)
+    counts = [number(cells[2]) for cells in table[1:]]
+    frames.plot(minutes[1:], np.diff(counts) / np.diff(minutes) / 60, 'o-')
+    frames.set_title('frames processed per second, each minute')
+    frames.set_ylim(bottom=0)
+    for axis in (memory, frames):
+        axis.set_xlabel('minutes')
+    save_plot(fig, path)
+
+
 PLOTS = (('results.md', 'bench-results.png', plot_results),
+         ('soak.md', 'bench-soak.png', plot_soak),
          ('masks.md', 'bench-masks.png', plot_masks),
-         ('cameras.md', 'bench-cameras.png', plot_cameras))
+         ('cameras.md', 'bench-cameras.png', plot_cameras),
+         ('bag.md', 'bench-bag.png', plot_bag))
 
 
 def main():
