@@ -10,6 +10,9 @@ the node's default yolov8n-seg.pt needs a local file or a connection). Your came
     ros2 launch segtrack_ros multi_camera.launch.py model:=/path/to/model.pt \
         cameras:=left,right images:=/left/image_raw,/right/image_raw namespace:=perception
 
+With `export_format:=engine` (or `openvino` on a CPU) the node exports the model once for a batch
+of all its cameras (dynamic: a batch with fewer frames is not padded) and runs the export.
+
 The arguments are segtrack.launch.py's (with the same precedence over params_file), with these
 cameras by default; segtrack.launch.py is included with exactly them, so nothing leaks out.
 """

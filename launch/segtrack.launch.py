@@ -3,6 +3,7 @@ Launch segtrack_node on one camera, or one node on several cameras, optionally w
 
     ros2 launch segtrack_ros segtrack.launch.py image:=/camera/image_raw device:=cuda:0
     ros2 launch segtrack_ros segtrack.launch.py params_file:=my_robot.yaml mode:=predict
+    ros2 launch segtrack_ros segtrack.launch.py model:=yolov8n-seg.pt export_format:=openvino
     ros2 launch segtrack_ros segtrack.launch.py model:=shapes-seg.pt cameras:=front,rear \
         images:=/front_camera/image_raw,/rear_camera/image_raw
 
@@ -42,6 +43,9 @@ PARAMETER_ARGUMENTS = (
     ('model', (), 'model: .pt/.onnx/.engine file, OpenVINO folder or official name; '
                   'shapes-seg.pt is the bundled one'),
     ('device', (), 'auto, cpu, cuda, cuda:N, N or mps'),
+    ('export_format', ('', 'onnx', 'openvino', 'engine', 'torchscript'),
+     'export model (a .pt) once on this machine and run the export: openvino on a CPU, engine '
+     '(TensorRT) on a CUDA GPU; empty runs model as it is'),
     ('mode', ('predict', 'track'), 'segmentation only, or with tracking'),
     ('color_mode', ('class', 'track'), 'colour by class, or by track id (needs mode track)'),
     ('input_transport', ('raw', 'compressed'),
@@ -75,8 +79,9 @@ def launch_arguments(defaults=None, leave_out=()):
     The node parameter arguments accept '' (their default: not given) besides their values.
     """
     defaults = defaults or {}
-    rows = [(name, '', ('', *choices) if choices else (), description + " ('' = from "
-             'params_file)') for name, choices, description in PARAMETER_ARGUMENTS]
+    rows = [(name, '', tuple(dict.fromkeys(('', *choices))) if choices else (),
+             description + " ('' = from params_file)")
+            for name, choices, description in PARAMETER_ARGUMENTS]
     rows += list(OTHER_ARGUMENTS)
     rows.append(('params_file', str(CONFIG / 'segtrack.yaml'), (), PARAMS_FILE_DESCRIPTION))
     return [DeclareLaunchArgument(name, default_value=defaults.get(name, default),

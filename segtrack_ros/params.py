@@ -10,6 +10,7 @@ read it anywhere, fast.
 from dataclasses import dataclass
 import re
 
+from segtrack_ros.core.exports import FORMATS
 from segtrack_ros.core.render import COLOR_MODES
 from segtrack_ros.core.segmenter import MODES
 from segtrack_ros.io.image_codec import DEFAULT_MAX_PIXELS
@@ -80,6 +81,15 @@ PARAMETERS = (
     ParameterSpec('imgsz', 640, 'Inference size in pixels (a multiple of 32).', low=32,
                   high=4096, step=32, flag='--imgsz'),
     ParameterSpec('half', False, 'FP16 inference (CUDA only).', fixed=True),
+    ParameterSpec('export_format', '',
+                  'Export model (a .pt) on this machine for the imgsz, half, cameras and device '
+                  'given, once (kept in export_dir), and run the export: onnx, openvino (CPU), '
+                  'engine (TensorRT, CUDA), torchscript. Empty runs model as it is.',
+                  choices=('', *FORMATS), fixed=True, flag='--export-format'),
+    ParameterSpec('export_dir', '',
+                  'Folder the exports are kept in. Empty: $ROS_HOME/segtrack_ros/exports when '
+                  'ROS_HOME is set, else ~/.cache/segtrack_ros/exports.', fixed=True,
+                  flag='--export-dir'),
     ParameterSpec('max_det', 300, 'Most instances per frame.', low=1, high=1000,
                   flag='--max-det'),
     ParameterSpec('classes', [], 'Class ids to keep; empty keeps all.', low=0, high=65534,

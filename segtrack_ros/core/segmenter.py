@@ -6,12 +6,14 @@ This is the only module that calls ultralytics' model API; it returns `Detection
 
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
+from functools import partial
 from pathlib import Path
 
 import numpy as np
 
 from segtrack_ros.core.detections import detections_from_result
 from segtrack_ros.core.errors import SegmenterError
+from segtrack_ros.core.exports import default_cache_dir, exported_model, ExportSpec
 from segtrack_ros.core.runtime import usable_cores
 from segtrack_ros.core.tracking import check_tracker, StreamTrackers
 
@@ -41,6 +43,9 @@ class SegmenterConfig:
     max_det: int = 300
     classes: tuple = ()
     retina_masks: bool = False
+    export_format: str = ''  # '' runs `model` as it is; else export it once (core.exports)
+    export_dir: str = ''  # where exports are kept; '' = exports.default_cache_dir()
+    batch: int = 1  # the most frames inferred at once (the number of cameras)
 
 
 def resolve_device(spec):
@@ -131,22 +136,26 @@ class Segmenter:
     >>> front, rear = segmenter.process_batch([frame_a, frame_b], ['front', 'rear'])
     """
 
-    def __init__(self, config):
+    def __init__(self, config, log=None):
         import torch
 
+        self._log = log or (lambda line: None)  # hears what was exported or adopted, one line
         self._threads = torch.get_num_threads()  # ultralytics lowers it when it picks the device
         self.config = replace(config, device=resolve_device(config.device))
         if config.mode == 'track':
             check_tracker(config.tracker)  # before the model loads: a typo fails at once
         self._tracking = None
+        self.fixed_imgsz = None  # (h, w) of an export whose input size was fixed at export
         # Every torch call runs on this one thread, whichever thread calls the segmenter: the
         # OpenMP runtime (libgomp) gives each calling thread its own worker pool, and once more
         # pool threads exist than cores, the workers sleep between parallel regions instead of
         # spinning. Measured with yolov8n-seg at 640 on 2 cores: 64 ms per frame on the thread
         # that loaded the model, 80-85 ms on a second one (34 000 context switches vs 700).
         self._torch_thread = ThreadPoolExecutor(1, thread_name_prefix='segmenter')
-        self._model = self._on_torch_thread(load_model, config.model)
+        self._model = self._on_torch_thread(self._load_model)
         self._on_torch_thread(self._warm_up)
+        self._on_torch_thread(self._openvino_precision)
+        self._on_torch_thread(self._adopt_fixed_shape)
         if config.mode == 'track':
             self._on_torch_thread(self._set_tracking, config.tracker)
 
@@ -162,8 +171,10 @@ class Segmenter:
 
     def update(self, **changes):
         """Change settings from the next frame on; a new tracker config resets every track."""
-        if 'device' in changes or 'model' in changes:
+        if changes.keys() & {'device', 'model', 'export_format', 'export_dir', 'batch'}:
             raise SegmenterError('model and device are fixed once the segmenter is made')
+        if self.fixed_imgsz:
+            changes.pop('imgsz', None)  # the model runs at its own size (see _adopt_fixed_shape)
         new = replace(self.config, **changes)
         if new.mode == 'track' and (new.tracker != self.config.tracker
                                     or self.config.mode != 'track'):
@@ -243,9 +254,86 @@ class Segmenter:
             self._process([np.zeros((self.config.imgsz, self.config.imgsz, 3), np.uint8)],
                           ['warm-up'])
         except Exception as error:  # a model that loads but cannot run: report it at start
-            raise SegmenterError(f"model '{self.config.model}' cannot run: {error}") from error
+            raise SegmenterError(self._not_segmentation() or (
+                f"model '{self.config.model}' cannot run: {error}")) from error
         finally:
             self.config = replace(self.config, mode=mode)
+
+    def _load_model(self):
+        """Load `config.model`, or its export for `config.export_format` (made when not cached)."""
+        config = self.config
+        if not config.export_format:
+            return load_model(config.model)
+        if not config.model.endswith('.pt'):
+            raise SegmenterError(
+                f'export_format {config.export_format} exports a .pt model, and model '
+                f"'{config.model}' is not one: give the .pt, or set export_format '' to run "
+                'the model as it is')
+        source = load_model(config.model)  # found, downloaded and checked to be segmentation
+        spec = ExportSpec(config.export_format, config.imgsz, config.half, config.batch,
+                          config.device)
+        path = exported_model(Path(source.ckpt_path), spec,
+                              Path(config.export_dir or default_cache_dir()).expanduser(),
+                              self._log)
+        return load_model(str(path))
+
+    def _not_segmentation(self):
+        """Return what the loaded export is when it is not a segmentation model, or None."""
+        import torch
+
+        backend = getattr(self._model.predictor, 'model', None)
+        if backend is None or getattr(backend, 'format', 'pt') == 'pt':
+            return None  # a .pt's task is known at load (load_model)
+        task = (backend.metadata or {}).get('task')
+        if task and task != 'segment':
+            return (f"model '{self.config.model}' is a {task} model (says its export metadata), "
+                    'not a segmentation one (e.g. yolov8n-seg)')
+        outputs = backend(torch.zeros(1, 3, *self._model.predictor.imgsz))
+        if not isinstance(outputs, (list, tuple)) or len(outputs) != 2:
+            count = len(outputs) if isinstance(outputs, (list, tuple)) else 1
+            return (f"model '{self.config.model}' has {count} output(s) and no mask prototypes: "
+                    'a detect or pose export, not a segmentation one (e.g. yolov8n-seg)')
+        return None
+
+    def _openvino_precision(self):
+        """
+        Run an OpenVINO model in full precision unless `half` is set.
+
+        OpenVINO's CPU plugin picks bf16 on CPUs that have it, which moves boxes and mask edges
+        by a pixel or more: without `half`, an export finds what its `.pt` finds.
+        """
+        backend = self._model.predictor.model
+        if getattr(backend, 'format', None) != 'openvino' or self.config.half:
+            return
+        runtime = backend.backend  # ultralytics' OpenVINO backend: recompiled with the hint
+        runtime.compile_model = partial(runtime.compile_model, config={
+            'PERFORMANCE_HINT': 'LATENCY', 'INFERENCE_PRECISION_HINT': 'f32'})
+        path = Path(self._model.model)
+        xml = path if path.is_file() else next(path.glob('*.xml'))
+        runtime.ov_compiled_model = runtime.compile_model(runtime.ov.Core().read_model(xml))
+
+    def _adopt_fixed_shape(self):
+        """
+        Take the input size of an export whose size was fixed at export, and say so.
+
+        Ultralytics runs such a model at its own size whatever imgsz it is given; a fixed batch is
+        split or padded by ultralytics' AutoBackend, which is said too.
+        """
+        backend = self._model.predictor.model
+        if getattr(backend, 'format', 'pt') == 'pt' or getattr(backend, 'dynamic', False):
+            return
+        name, size = self.config.model, self.config.imgsz
+        height, width = backend.imgsz
+        if (height, width) != (size, size):
+            self._log(f"model '{name}' takes {width}x{height} inputs (fixed at export): imgsz "
+                      f'{size} is not used; export at imgsz {size} to run at that size')
+        self.fixed_imgsz = height, width
+        self.config = replace(self.config, imgsz=max(height, width))
+        # As ultralytics' AutoBackend: formats other than TorchScript take exactly their batch.
+        if backend.format != 'torchscript' and backend.batch != self.config.batch:
+            self._log(f"model '{name}' runs batches of exactly {backend.batch} frame(s) (fixed at "
+                      f'export): larger batches run in parts, smaller ones are padded with blank '
+                      f'frames; export with batch {self.config.batch} to fit')
 
     def _restore_threads(self):
         import torch

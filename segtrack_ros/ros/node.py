@@ -154,7 +154,9 @@ class SegTrackNode(LifecycleNode):
             if reason is None:
                 self._segmenter = Segmenter(SegmenterConfig(
                     model=values['model'], device=values['device'], half=values['half'],
-                    **self._segmenter_values(values)))
+                    export_format=values['export_format'], export_dir=values['export_dir'],
+                    batch=len(values['cameras']) or 1, **self._segmenter_values(values)),
+                    log=self.get_logger().info)
         except SegmenterError as error:
             reason = str(error)
         except Exception as error:  # e.g. out of GPU memory: fail the transition, stay alive
@@ -262,7 +264,8 @@ class SegTrackNode(LifecycleNode):
             if reason:
                 return SetParametersResult(successful=False, reason=reason)
             new[spec.name] = value
-        reason = check_combination(new) or (configured and self._tracker_problem(new))
+        reason = check_combination(new) or (configured and (
+            self._tracker_problem(new) or self._fixed_size_problem(new)))
         if reason:
             return SetParametersResult(successful=False, reason=reason)
         old, self._values = self._values, new
@@ -285,6 +288,15 @@ class SegTrackNode(LifecycleNode):
         except SegmenterError as error:
             return str(error)
         return None
+
+    def _fixed_size_problem(self, values):
+        """Return why imgsz cannot change now: a model whose input size was fixed at export."""
+        fixed = self._segmenter.fixed_imgsz
+        if fixed is None or values['imgsz'] == self._values['imgsz']:
+            return None
+        return (f'imgsz: the model takes {fixed[1]}x{fixed[0]} inputs, fixed at export: '
+                'deactivate and clean up, then configure again (export_format exports at the '
+                'new size)')
 
     @staticmethod
     def _segmenter_values(values):
