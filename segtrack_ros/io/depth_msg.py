@@ -10,12 +10,16 @@ the problem and the fix. Out: a `geometry.Located` becomes a `vision_msgs/Detect
 """
 
 import array
+import copy
 
+from geometry_msgs.msg import Point, Pose, Vector3
 import numpy as np
 from segtrack_ros.core.geometry import Camera
 from segtrack_ros.core.labels import mask_values
 from sensor_msgs.msg import PointCloud2, PointField
-from vision_msgs.msg import Detection3D, Detection3DArray, ObjectHypothesisWithPose
+from std_msgs.msg import ColorRGBA
+from vision_msgs.msg import (BoundingBox3D, Detection3D, Detection3DArray,
+                             ObjectHypothesisWithPose)
 from visualization_msgs.msg import Marker, MarkerArray
 
 # Depth encodings: element type and the factor to metres.
@@ -90,18 +94,20 @@ def to_detection3d_array(located, detections, header):
     """
     message = Detection3DArray(header=header)
     values = mask_values(detections.ids)
+    template = Detection3D(header=header)
     for index, centroid, centre, size in zip(located.indices.tolist(), located.centroids,
                                              located.box_centres, located.box_sizes):
-        detection = Detection3D(header=header, id=str(int(values[index])))
+        # A shallow copy of a template, with new sub-messages for what differs: a message's
+        # constructor builds every nested default and costs far more (300 instances).
+        detection = copy.copy(template)
+        detection.id = str(int(values[index]))
         result = ObjectHypothesisWithPose()
         result.hypothesis.class_id = detections.class_names[index]
         result.hypothesis.score = float(detections.scores[index])
-        _set_xyz(result.pose.pose.position, centroid)
-        result.pose.pose.orientation.w = 1.0
-        detection.results.append(result)
-        _set_xyz(detection.bbox.center.position, centre)
-        detection.bbox.center.orientation.w = 1.0
-        _set_xyz(detection.bbox.size, size)
+        result.pose.pose.position = _point(centroid)
+        detection.results = [result]
+        detection.bbox = BoundingBox3D(center=Pose(position=_point(centre)),
+                                       size=Vector3(**_xyz(size)))
         message.detections.append(detection)
     return message
 
@@ -113,22 +119,21 @@ def to_marker_array(located, colours, labels, header):
     `colours` (BGR, 0..255) and `labels` are per instance of the detections, as drawn in 2D.
     The first marker deletes every marker of the previous frame.
     """
+    template = Marker(header=header, ns=MARKER_NAMESPACE, action=Marker.ADD)
     markers = [Marker(header=header, ns=MARKER_NAMESPACE, action=Marker.DELETEALL)]
     for number, (index, centre, size) in enumerate(zip(located.indices.tolist(),
                                                        located.box_centres, located.box_sizes)):
         blue, green, red = (channel / 255.0 for channel in colours[index])
-        box = Marker(header=header, ns=MARKER_NAMESPACE, id=2 * number, type=Marker.CUBE,
-                     action=Marker.ADD)
-        _set_xyz(box.pose.position, centre)
-        box.pose.orientation.w = 1.0
-        _set_xyz(box.scale, np.maximum(size, 1e-3))  # rviz hides a box of zero thickness
-        box.color.r, box.color.g, box.color.b, box.color.a = red, green, blue, MARKER_ALPHA
-        text = Marker(header=header, ns=MARKER_NAMESPACE, id=2 * number + 1,
-                      type=Marker.TEXT_VIEW_FACING, action=Marker.ADD, text=labels[index])
-        _set_xyz(text.pose.position, (centre[0], centre[1] - size[1] / 2, centre[2]))
-        text.pose.orientation.w = 1.0
-        text.scale.z = float(np.clip(0.15 * centre[2] / 2, 0.03, 0.5))  # readable at its depth
-        text.color.r, text.color.g, text.color.b, text.color.a = red, green, blue, 1.0
+        # shallow copies of a template, as in to_detection3d_array: Marker() is costly
+        box, text = copy.copy(template), copy.copy(template)
+        box.id, box.type = 2 * number, Marker.CUBE
+        box.pose = Pose(position=_point(centre))
+        box.scale = Vector3(**_xyz(np.maximum(size, 1e-3)))  # rviz hides a flat box
+        box.color = ColorRGBA(r=red, g=green, b=blue, a=MARKER_ALPHA)
+        text.id, text.type, text.text = 2 * number + 1, Marker.TEXT_VIEW_FACING, labels[index]
+        text.pose = Pose(position=_point((centre[0], centre[1] - size[1] / 2, centre[2])))
+        text.scale = Vector3(z=float(np.clip(0.15 * centre[2] / 2, 0.03, 0.5)))  # readable
+        text.color = ColorRGBA(r=red, g=green, b=blue, a=1.0)
         markers += [box, text]
     return MarkerArray(markers=markers)
 
@@ -152,5 +157,10 @@ def to_point_cloud(located, detections, header):
     return message
 
 
-def _set_xyz(target, values):
-    target.x, target.y, target.z = (float(value) for value in values)
+def _xyz(values):
+    x, y, z = (float(value) for value in values)
+    return {'x': x, 'y': y, 'z': z}
+
+
+def _point(values):
+    return Point(**_xyz(values))
