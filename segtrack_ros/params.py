@@ -80,7 +80,11 @@ PARAMETERS = (
     ParameterSpec('iou', 0.7, 'NMS IoU threshold.', low=0.0, high=1.0, flag='--iou'),
     ParameterSpec('imgsz', 640, 'Inference size in pixels (a multiple of 32).', low=32,
                   high=4096, step=32, flag='--imgsz'),
-    ParameterSpec('half', False, 'FP16 inference (CUDA only).', fixed=True),
+    ParameterSpec('half', False,
+                  "Half precision: FP16 on CUDA; an OpenVINO model runs in the CPU's fast "
+                  'precision (bf16 where it has it) instead of f32. No effect on a .pt on the '
+                  'CPU.',
+                  fixed=True),
     ParameterSpec('export_format', '',
                   'Export model (a .pt) on this machine for the imgsz, half, cameras and device '
                   'given, once (kept in export_dir), and run the export: onnx, openvino (CPU), '

@@ -97,8 +97,12 @@ def _config(kind, args):
 
 
 def make_segmenter(args):
-    """Load the model and tracker of parsed `args` (SegmenterError when they cannot be used)."""
-    return Segmenter(segmenter_config(args))
+    """
+    Load the model and tracker of parsed `args` (SegmenterError when they cannot be used).
+
+    What `--export-format` did (exported, or found in the cache) is said on stderr.
+    """
+    return Segmenter(segmenter_config(args), log=lambda line: print(line, file=sys.stderr))
 
 
 @dataclass
