@@ -12,7 +12,7 @@ import sys
 import cv2
 
 REPO = Path(__file__).resolve().parents[1]
-FRAMES = ('predict.png', 'track.png', 'labels.png')
+FRAMES = ('predict.png', 'track.png', 'labels.png', 'from-above.png')
 PLOTS = ('bench-results.png', 'bench-soak.png', 'bench-masks.png', 'bench-cameras.png',
          'bench-bag.png')
 

@@ -10,6 +10,8 @@ version):
 - track.png: the last frame of a track-mode run, with trails, colours and labels by track id;
 - labels.png: the node's `instance_mask` and `class_mask` of that last frame, each value in the
   colour the annotated pictures give it (background black), as a label-image viewer shows them;
+- from-above.png: the instances of that frame in 3D, from the scene's exact depth through
+  `geometry.locate` (points, boxes, centroids), seen from above;
 
 and from the tables of bench/*.md (matplotlib), when the page exists:
 
@@ -40,12 +42,13 @@ OBJECTS = 12
 PICTURE_WIDTH = 512  # frames are drawn at the scene's size, then scaled to this width
 
 
-def scene_frames(width, height, frames):
-    """Return the frames of the generated scene."""
-    from segtrack_ros.eval.synthetic import generate_scene, SceneConfig
+def generated_scene(width, height, frames):
+    """Return the generated scene and its frames."""
+    from segtrack_ros.eval.synthetic import build_scene, render_frame, SceneConfig
 
-    config = SceneConfig(width=width, height=height, frames=frames, objects=OBJECTS, seed=SEED)
-    return [frame for frame, _ in generate_scene(config)]
+    scene = build_scene(SceneConfig(width=width, height=height, frames=frames, objects=OBJECTS,
+                                    seed=SEED))
+    return scene, [render_frame(scene, t)[0] for t in range(frames)]
 
 
 def segmenter(mode):
@@ -70,7 +73,7 @@ def predict_picture(frame):
 
 def track_pictures(frames):
     """
-    Return the last frame of a track-mode run (trails, colours by track id) and its label images.
+    Return a track run's last frame (trails, by track id), label images, detections, owner.
 
     The label images are those the node publishes for that frame: `instance_mask` holds the
     track ids, coloured as the track picture colours them, `class_mask` the class ids + 1,
@@ -91,7 +94,52 @@ def track_pictures(frames):
     instance = colorize(labels.instance_mask(detections, owner), palette_color)
     by_class = colorize(labels.class_mask(detections, owner),
                         lambda value: palette_color(value - 1))
-    return annotated, label_pair(instance, by_class)
+    return annotated, label_pair(instance, by_class), detections, owner
+
+
+def from_above(scene, detections, owner, path):
+    """
+    Plot the instances of the scene's last frame in 3D from its depth image, seen from above.
+
+    The scene's exact metric depth (`synthetic_depth`) and the colour camera's intrinsics go
+    through `geometry.locate`, as the node's 3D stage does: each instance's inlier points, its
+    3D box and its centroid, in its track colour, x to the right and z away from the camera.
+    """
+    from matplotlib.patches import Rectangle
+    from segtrack_ros.core.geometry import DepthMapping, locate
+    from segtrack_ros.core.render import palette_color
+    from segtrack_ros.eval.synthetic_depth import build_depth_scene, depth_image
+
+    depth_scene = build_depth_scene(scene)
+    depth = depth_image(depth_scene, (scene.config.frames - 1) / scene.config.fps)
+    colour = depth_scene.colour
+    mapping = DepthMapping.between(depth_scene.depth, (colour.width, colour.height), colour)
+    owners = owner.image(np.arange(len(detections) + 1, dtype=np.uint16))
+    found = locate(owners, len(detections), depth, depth_scene.depth, mapping,
+                   with_points=True)
+    fig, axes = figure(1, width=5.6)
+    axis = axes[0][0]
+    for index, centroid, centre, size in zip(found.indices, found.centroids, found.box_centres,
+                                             found.box_sizes):
+        track_id = int(detections.ids[index])
+        rgb = tuple(value / 255 for value in reversed(palette_color(track_id)))
+        points = found.points[found.point_indices == index]
+        axis.scatter(points[:, 0], points[:, 2], s=2, color=rgb, alpha=0.6, linewidths=0)
+        axis.add_patch(Rectangle((centre[0] - size[0] / 2, centre[2] - size[2] / 2), size[0],
+                                 size[2], fill=False, edgecolor=rgb, linewidth=1))
+        axis.plot(centroid[0], centroid[2], 'o', color=rgb, markeredgecolor='black')
+        axis.annotate(str(track_id), (centroid[0], centroid[2]), xytext=(4, 4),
+                      textcoords='offset points', fontsize=8)
+    half_width = colour.width / 2 / colour.fx
+    far = float(np.nanmax(found.centroids[:, 2])) * 1.15 if len(found.indices) else 3.0
+    axis.plot([-half_width * far, 0, half_width * far], [far, 0, far], color='grey',
+              linewidth=0.8, label='field of view')
+    axis.set_aspect('equal')
+    axis.set_xlabel('x, metres (right)')
+    axis.set_ylabel('z, metres (away from the camera)')
+    axis.set_title('3D from depth, seen from above: points, boxes, centroids')
+    axis.legend(fontsize=7, loc='lower right')
+    save_plot(fig, path)
 
 
 def colorize(label_image, color_of):
@@ -318,13 +366,15 @@ def main():
     os.environ.setdefault('YOLO_OFFLINE', '1')
     os.environ.setdefault('YOLO_AUTOINSTALL', 'false')
     args.output.mkdir(parents=True, exist_ok=True)
-    frames = scene_frames(args.width, args.height, args.frames)
+    scene, frames = generated_scene(args.width, args.height, args.frames)
     width = min(PICTURE_WIDTH, args.width)
-    tracked, label_images = track_pictures(frames)
-    written = [args.output / name for name in ('predict.png', 'track.png', 'labels.png')]
+    tracked, label_images, detections, owner = track_pictures(frames)
+    written = [args.output / name
+               for name in ('predict.png', 'track.png', 'labels.png', 'from-above.png')]
     save_frame(written[0], predict_picture(frames[-1]), width)
     save_frame(written[1], tracked, width)
     save_frame(written[2], label_images, 2 * width)
+    from_above(scene, detections, owner, written[3])
     for page, name, plot in PLOTS:
         if (args.bench / page).exists():
             plot(args.bench / page, args.output / name)
