@@ -287,6 +287,9 @@ NETWORK_GUARD = textwrap.dedent("""
 
     socket.socket.connect, socket.getaddrinfo = connect, getaddrinfo
 
+    from segtrack_ros.core.runtime import apply_process_defaults
+    apply_process_defaults()  # first, as segtrack_node's main() does
+
     import numpy as np
     import rclpy
     from rclpy.parameter import Parameter
@@ -303,7 +306,12 @@ NETWORK_GUARD = textwrap.dedent("""
 
 
 def test_node_opens_no_network_connection(untrained_weights):
-    """With the network failing, the node still starts from a local model and never tries it."""
+    """
+    With the network failing, the node still starts from a local model and never tries it.
+
+    The script does what `segtrack_node` does: the process defaults of its `main()` (importing
+    the package changes no environment), then the node.
+    """
     environment = {key: value for key, value in os.environ.items()
                    if not key.startswith('YOLO_')}  # the package itself must keep it offline
     script = NETWORK_GUARD.replace('MODEL', repr(untrained_weights))
