@@ -21,8 +21,8 @@ Rows 1 and 2 are `benchlib`'s baselines, shared with the other benchmarks.
 
 Each row runs in its own process, whose peak RSS (`wait4`) and CPU time are reported. Every row
 gives torch the thread count that segtrack_node and segtrack-video end up with (see
-`package_threads`), so the rows differ only by what is around the model. Writes the report to
-bench/results.md (and prints it); videos and logs go to output/bench/.
+`benchlib.package_threads`), so the rows differ only by what is around the model. Writes the
+report to bench/results.md (and prints it); videos and logs go to output/bench/.
 
     .venv/bin/python tools/bench.py [--frames 300] [--only 0 2] [--threads N] [--output FILE]
 """
