@@ -24,7 +24,8 @@ and from the tables of bench/*.md (matplotlib), when the page exists:
   (bench/cameras.md);
 - bench-bag.png: frames per second of segtrack-video and segtrack-bag (bench/bag.md).
 
-Frames are written as palette PNGs (256 colours, no dithering), a few hundred KB at most.
+Frames are written as palette PNGs (256 colours, no dithering), a few hundred KB at most. The
+module is a little over the usual length: one short plot function per bench/ page.
 
     .venv/bin/python tools/pictures.py [--output docs] [--width 768 --height 576] [--frames 40]
 """
