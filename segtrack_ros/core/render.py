@@ -16,7 +16,7 @@ from segtrack_ros.core.labels import owner_image
 
 COLOR_MODES = ('class', 'track')
 # Outlines and label text are drawn as the guide's seg_bbox drew them: cv2's default 8-connected
-# lines (anti-aliased ones cost 2.5 times as much: 18 vs 8 ms for 300 instances at 1080p).
+# lines (anti-aliased ones cost several times as much with many instances: bench/README.md).
 LINE_TYPE = cv2.LINE_8
 SHIFT = 4  # outlines are drawn at 1/16 pixel precision (sub-pixel contours)
 
@@ -136,7 +136,7 @@ class Renderer:
         Each instance's BGRA colour (alpha 255: owned) is painted at the masks' resolution and
         brought to full size like the label images (`owner`, a `labels.OwnerImage`): the cost
         follows the frame size, not the instance count. Four-byte pixels take cv2's fast path
-        of the nearest resize (0.7 ms at 1080p, against 2 ms for three bytes).
+        of the nearest resize, which three-byte ones miss (bench/README.md).
         """
         if self._paint is None or self._paint.shape != frame.shape[:2]:
             # kept from frame to frame: fresh full-size buffers cost more (page faults)
@@ -175,7 +175,7 @@ def _label_box(text, color, width):
     Draw the label box of `text` in `color` on its own: (image, text width, text height, pad).
 
     Pasted at each instance that has it; kept from frame to frame, as track ids are (drawing
-    300 texts takes 15 ms). The image is read-only.
+    the texts of a crowd is a large part of a frame: bench/README.md). The image is read-only.
     """
     scale, thickness = width / 3, max(width - 1, 1)
     (text_width, text_height), baseline = cv2.getTextSize(
