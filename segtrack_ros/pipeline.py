@@ -197,6 +197,10 @@ class FramePipeline:
             changes, self._segmenter_changes = self._segmenter_changes, {}
             resets, self._resets = self._resets, set()
         if changes:
+            config = self.segmenter.config
+            if any(changes.get(key, getattr(config, key)) != getattr(config, key)
+                   for key in ('mode', 'tracker')):
+                resets |= set(self.streams)  # new tracks: the old ones' trails go too
             self.segmenter.update(**changes)
         for name in resets:
             self.segmenter.reset(name)

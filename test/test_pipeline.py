@@ -68,3 +68,31 @@ def test_stamp_jitter_keeps_the_tracks_and_a_jump_back_resets_them(segmenter):
     assert len(reports) == 1, reports
     kind, stream, text = reports[0]
     assert (kind, stream) == ('info', 'stamps') and 'jumped backwards' in text
+
+
+def test_a_new_tracker_or_mode_resets_tracks_and_trails_and_other_changes_do_not(segmenter):
+    """The node passes every setting on each change: only mode and tracker changes reset."""
+    pipeline = FramePipeline(segmenter, RenderConfig(color_by='track', trail_length=30),
+                             streams=('changes',))
+    stream = pipeline.streams['changes']
+
+    def next_frame(index):
+        result = pipeline.segment([pipeline.decode('changes', scene_frame(3, index))])[0]
+        pipeline.finish(result, ('annotated_image',))
+
+    next_frame(0)
+    config = segmenter.config
+    pipeline.configure(mode='track', tracker=config.tracker, conf=config.conf + 0.01)
+    next_frame(1)
+    assert stream.resets == 0
+    pipeline.configure(mode='predict', tracker=config.tracker, conf=config.conf)
+    next_frame(2)
+    assert stream.resets == 1 and stream.drawn_resets == 1
+    pipeline.configure(mode='track', tracker=config.tracker, conf=config.conf)
+    next_frame(3)
+    assert stream.resets == 2 and stream.drawn_resets == 2
+    pipeline.configure(mode='track', tracker='botsort.yaml', conf=config.conf)
+    next_frame(4)
+    assert stream.resets == 3 and stream.drawn_resets == 3
+    pipeline.configure(mode='track', tracker=config.tracker, conf=config.conf)
+    next_frame(5)
