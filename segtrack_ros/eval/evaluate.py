@@ -209,11 +209,17 @@ def build_parser():
     parser.add_argument('--imgsz', type=int, default=320,
                         help='inference size; the bundled model was trained at 320')
     parser.add_argument('--tracker', default='bytetrack.yaml')
+    parser.add_argument(
+        '--trackers', nargs='+', metavar='T',
+        help='instead, compare trackers on the occlusion scenes (IDF1, HOTA, ID switches, ms '
+             "per frame): tracker configs, x.yaml+reid for x with ReID 'auto', or all")
     return parser
 
 
 def run(args):
     """Generate the video, run both, print the table; return the figures by column."""
+    if args.trackers:
+        return run_trackers(args)
     config = SegmenterConfig(model=args.model, device=args.device, mode='track',
                              tracker=args.tracker, imgsz=args.imgsz)
     with tempfile.TemporaryDirectory() as folder:
@@ -227,6 +233,19 @@ def run(args):
           f'{len(frames)} frames, 768x576), imgsz {args.imgsz}, {args.tracker}')
     print(format_table(columns))
     return columns
+
+
+def run_trackers(args):
+    """Compare trackers on the occlusion scenes (`eval.identity`); print and return the rows."""
+    from segtrack_ros.eval.identity import ALL_TRACKERS, compare_trackers, markdown_table
+
+    trackers = ALL_TRACKERS if args.trackers == ['all'] else args.trackers
+    rows, inference = compare_trackers(trackers, args.model, imgsz=args.imgsz)
+    print(f'segtrack-eval: {Path(args.model).name}, imgsz {args.imgsz}, occlusion scenes '
+          f'(eval.occlusion); inference ms per frame (median): '
+          + ', '.join(f'{name} {ms:.1f}' for name, ms in inference.items()))
+    print(markdown_table(rows))
+    return rows
 
 
 def main(argv=None):
