@@ -84,7 +84,7 @@ PARAMETERS = (
                   "Half precision: FP16 on CUDA; an OpenVINO model runs in the CPU's fast "
                   'precision (bf16 where it has it) instead of f32. No effect on a .pt on the '
                   'CPU.',
-                  fixed=True),
+                  fixed=True, flag='--half'),
     ParameterSpec('export_format', '',
                   'Export model (a .pt) on this machine for the imgsz, half, cameras and device '
                   'given, once (kept in export_dir), and run the export: onnx, openvino (CPU), '

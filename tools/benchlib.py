@@ -275,7 +275,7 @@ class OutputRecorder:
 MIN_NODE_SECONDS = 10.0  # of input in a node row
 
 
-def node_row(model, imgsz, mode, rate, video, frames, index, logs):
+def node_row(model, imgsz, mode, rate, video, frames, index, logs, **parameters):
     """
     Run video_publisher at `rate` -> segtrack_node -> OutputRecorder; return the figures.
 
@@ -283,6 +283,7 @@ def node_row(model, imgsz, mode, rate, video, frames, index, logs):
     than MIN_NODE_SECONDS loops the video and is stopped after that time. Figures: processed
     fps (outputs between the first and the last), drops against frames published, latency
     percentiles per output, the node's peak RSS and inference time, CPU time per process.
+    `parameters` are more node parameters (e.g. `half`, `device` instead of cpu).
     """
     import psutil
     import rclpy
@@ -305,7 +306,8 @@ def node_row(model, imgsz, mode, rate, video, frames, index, logs):
     loop = frames / rate < MIN_NODE_SECONDS
     with open(node_log_path, 'w') as node_log, open(pub_log_path, 'w') as pub_log:
         node = start('segtrack_node', namespace, node_log, model=model, imgsz=imgsz, mode=mode,
-                     device='cpu', color_mode='track' if mode == 'track' else 'class')
+                     color_mode='track' if mode == 'track' else 'class',
+                     **{'device': 'cpu', **parameters})
         publisher = None
         try:
             if not wait_for(lambda: probe.count_subscribers(f'{namespace}/image') > 0

@@ -13,7 +13,8 @@ import numpy as np
 
 from segtrack_ros.core.detections import detections_from_result
 from segtrack_ros.core.errors import SegmenterError
-from segtrack_ros.core.exports import default_cache_dir, exported_model, ExportSpec
+from segtrack_ros.core.exports import (check_spec, default_cache_dir, export_path, exported_model,
+                                       ExportSpec)
 from segtrack_ros.core.runtime import usable_cores
 from segtrack_ros.core.tracking import check_tracker, StreamTrackers
 
@@ -87,6 +88,12 @@ def is_official_model_name(name):
     return name in GITHUB_ASSETS_NAMES
 
 
+def local_path(name):
+    """Return the path model `name` stands for here: `shapes-seg.pt` is the bundled model."""
+    path = Path(name).expanduser()
+    return BUNDLED_MODEL if name == BUNDLED_MODEL.name and not path.exists() else path
+
+
 def load_model(name):
     """
     Load a YOLO segmentation model from a path, an official name, or a model yaml (untrained).
@@ -98,9 +105,7 @@ def load_model(name):
     """
     from ultralytics import YOLO
 
-    path = Path(name).expanduser()
-    if name == BUNDLED_MODEL.name and not path.exists():
-        path = BUNDLED_MODEL
+    path = local_path(name)
     is_yaml = name.endswith(('.yaml', '.yml'))
     if not path.exists() and not is_yaml and not is_official_model_name(name):
         raise SegmenterError(
@@ -269,13 +274,15 @@ class Segmenter:
                 f'export_format {config.export_format} exports a .pt model, and model '
                 f"'{config.model}' is not one: give the .pt, or set export_format '' to run "
                 'the model as it is')
-        source = load_model(config.model)  # found, downloaded and checked to be segmentation
         spec = ExportSpec(config.export_format, config.imgsz, config.half, config.batch,
                           config.device)
-        path = exported_model(Path(source.ckpt_path), spec,
-                              Path(config.export_dir or default_cache_dir()).expanduser(),
-                              self._log)
-        return load_model(str(path))
+        check_spec(spec)
+        cache = Path(config.export_dir or default_cache_dir()).expanduser()
+        source = local_path(config.model)
+        if not source.exists() or not export_path(source, spec, cache).exists():
+            # not cached: the .pt is fetched (an official name) and checked before exporting
+            source = Path(load_model(config.model).ckpt_path)
+        return load_model(str(exported_model(source, spec, cache, self._log)))
 
     def _not_segmentation(self):
         """Return what the loaded export is when it is not a segmentation model, or None."""
