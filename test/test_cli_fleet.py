@@ -21,7 +21,8 @@ from conftest import UNTRAINED_CONF
 import psutil
 import pytest
 from segtrack_ros.cli import fleet
-from segtrack_ros.cli.common import UsageError
+from segtrack_ros.cli.bag import process_bag
+from segtrack_ros.cli.common import segmenter_config, UsageError
 from test_cli_bag import (decoded_bag, FRONT, input_messages, REAR, run_cli as run_bag,
                           write_bag)
 
@@ -100,6 +101,16 @@ def model_flags(untrained_weights, permissive_tracker):
             '--imgsz', 160, '--max-det', 6, '--tracker', permissive_tracker]
 
 
+def test_workers_count_every_frame_of_a_bag(bags, model_flags, tmp_path):
+    """The frame count a worker reports as progress sees each frame `segtrack-bag` processes."""
+    good, _ = bags
+    args = fleet.build_parser().parse_args(
+        [str(arg) for arg in (good[0], '--output', tmp_path, *TOPICS, *model_flags)])
+    segmenter = fleet.CountingSegmenter(segmenter_config(args))
+    summary = process_bag(args, segmenter, str(good[0]), str(tmp_path / 'out'))
+    assert segmenter.frames == summary.frames == 8
+
+
 def test_without_ray_one_line_names_the_install(tmp_path):
     """Without Ray the command says in one line what to install, and exits 1."""
     code = ('import sys; sys.modules["ray"] = None; from segtrack_ros.cli import fleet; '
@@ -130,11 +141,14 @@ def test_command_starts_and_stops_its_own_ray(bags, model_flags, tmp_path):
 
 @pytest.fixture(scope='module')
 def ray_session():
-    """Start one local Ray the way `segtrack-fleet` does, for the module; stop it after."""
+    """Start one local Ray the way `segtrack-fleet` does, for the module; stop it, all of it."""
     ray = fleet.import_ray(local=True)
     fleet.start_local_ray(ray)
     yield ray
+    processes = psutil.Process().children(recursive=True)
     ray.shutdown()
+    _, alive = psutil.wait_procs(processes, timeout=10)
+    assert not alive, f'Ray processes left behind: {alive}'
 
 
 def test_ray_listens_on_loopback_only(ray_session):

@@ -15,6 +15,7 @@ import csv
 import logging
 import os
 from pathlib import Path
+import re
 import shutil
 import sys
 import time
@@ -33,6 +34,7 @@ CSV_FIELDS = ('bag', 'input', 'status', 'frames', 'seconds', 'fps', 'instances',
               'skipped_frames', 'attempts', 'reason')
 LOOPBACK = ('127.0.0.1', '::1')
 SKIPPED = 'skipped (done before)'
+ANSI_ESCAPE = re.compile(r'\x1b\[[0-9;]*m')
 # Only the small summaries travel through Ray's object store; its default takes 30 % of RAM.
 OBJECT_STORE_BYTES = 100 * 2**20
 
@@ -304,8 +306,8 @@ def _reason(error):
         text = str(cause)
     elif isinstance(cause, Exception):
         text = f'{cause.__class__.__name__}: {cause}'
-    else:
-        text = str(error).strip().splitlines()[0] if str(error).strip() else repr(error)
+    else:  # Ray's own (a worker that died): its first line, without terminal colours
+        text = ANSI_ESCAPE.sub('', str(error)).strip().split('\n')[0] or repr(error)
     return ' '.join(line.strip() for line in text.splitlines() if line.strip())
 
 
