@@ -146,10 +146,20 @@ def test_stamp_pairer_takes_the_closest_depth_within_the_tolerance():
     for stamp in (0.9, 1.01, 1.05, 1.2):
         pairer.put(stamp, f'depth {stamp}')
     assert pairer.pair(1.04)[0] == 'depth 1.05'
-    assert pairer.pair(1.0)[0] == 'depth 1.01'
-    item, offset = pairer.pair(0.9)  # 0.9 was forgotten (keep=3); 1.01 is too far
-    assert item is None and offset == pytest.approx(0.11)
+    item, offset = pairer.pair(1.0)  # 1.01 was forgotten: older than 1.04 - tolerance
+    assert item is None and offset == pytest.approx(0.05)
     assert pairer.pair(1.13)[0] is None
+    assert pairer.pair(1.21)[0] == 'depth 1.2'
+
+
+def test_stamp_pairer_keeps_frames_a_while_and_a_few():
+    pairer = StampPairer(tolerance=0.02, keep_seconds=1.0, keep=5)
+    for index in range(10):
+        pairer.put(index * 0.1, index)
+    assert pairer.pair(0.4) == (None, pytest.approx(0.1))  # 0.0 .. 0.4 are beyond keep=5
+    pairer.put(3.0, 'late')  # and 0.5 .. 0.9 are more than a second older than it
+    assert pairer.pair(0.9) == (None, pytest.approx(2.1))
+    assert pairer.pair(3.0)[0] == 'late'
 
 
 def test_colour_at_30_hz_and_depth_at_15_hz_pair_only_within_the_tolerance():
@@ -157,9 +167,11 @@ def test_colour_at_30_hz_and_depth_at_15_hz_pair_only_within_the_tolerance():
     colour = np.arange(60) / 30
     depth = np.arange(30) / 15 + np.where(np.arange(30) % 2, 0.01, -0.01)
     paired = 0
-    for stamp in colour:  # a colour frame is paired after inference, ~50 ms later
-        for depth_stamp in depth[(depth <= stamp + 0.05) & (depth > stamp - 0.2)]:
+    sent = 0
+    for stamp in colour:  # a colour frame is paired after inference, ~150 ms later
+        for depth_stamp in depth[sent:np.searchsorted(depth, stamp + 0.15)]:
             pairer.put(float(depth_stamp), float(depth_stamp))
+            sent += 1
         item, offset = pairer.pair(float(stamp))
         if item is not None:
             paired += 1

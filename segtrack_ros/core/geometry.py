@@ -300,18 +300,21 @@ class _Groups:
 
 class StampPairer:
     """
-    The newest few depth frames of one camera, paired to colour frames by stamp.
+    Depth frames of one camera, paired to colour frames by stamp.
 
     Colour and depth come at different rates and never with equal stamps, and a colour frame is
-    paired once its outputs are made (after inference), when the depth taken just after it has
-    usually arrived: so the last `keep` depth frames are kept (a fixed number: no queue grows)
-    and a colour stamp takes the closest one within `tolerance` seconds, or none. Thread-safe:
-    depth frames come from a subscription thread.
+    paired once its outputs are made, after inference: by then the depth frames taken during
+    the inference have arrived too, and the colour frame's partner is no longer the newest. So
+    the depth frames since the last paired colour frame are kept: each pairing forgets those
+    older than its stamp minus the tolerance (later colour frames cannot use them), and none is
+    kept longer than `keep_seconds` of stamps or beyond the newest `keep`: what is kept follows
+    the pipeline's latency, bounded, and no queue grows. A colour stamp takes the closest frame
+    within `tolerance` seconds, or none. Thread-safe: depth frames come from another thread.
     """
 
-    def __init__(self, tolerance, keep=4):
+    def __init__(self, tolerance, keep_seconds=2.0, keep=64):
         self.tolerance = tolerance
-        self._keep = keep
+        self._keep_seconds, self._keep = keep_seconds, keep
         self._frames = []
         self._lock = threading.Lock()
 
@@ -320,16 +323,19 @@ class StampPairer:
         with self._lock:
             self._frames.append((stamp, item))
             self._frames.sort(key=lambda frame: frame[0])
-            del self._frames[:-self._keep]
+            newest = self._frames[-1][0]
+            self._frames = [frame for frame in self._frames[-self._keep:]
+                            if frame[0] >= newest - self._keep_seconds]
 
     def pair(self, stamp):
         """Return (the kept item closest to `stamp` within the tolerance, or None, its offset)."""
         with self._lock:
-            frames = list(self._frames)
-        if not frames:
-            return None, None
-        offset, item = min(((frame_stamp - stamp, item) for frame_stamp, item in frames),
-                           key=lambda pair: abs(pair[0]))
+            frames = self._frames
+            if not frames:
+                return None, None
+            offset, item = min(((frame_stamp - stamp, item) for frame_stamp, item in frames),
+                               key=lambda pair: abs(pair[0]))
+            self._frames = [frame for frame in frames if frame[0] >= stamp - self.tolerance]
         return (item if abs(offset) <= self.tolerance else None), offset
 
     def clear(self):
