@@ -6,8 +6,8 @@ from rclpy.serialization import deserialize_message, serialize_message
 from segtrack_ros.core.detections import Detections
 from segtrack_ros.core.geometry import DepthMapping, locate
 from segtrack_ros.io.depth_msg import (
-    camera_of, decode_depth, DepthInputError, to_detection3d_array, to_marker_array,
-    to_point_cloud)
+    camera_of, cdr_stamp, decode_depth, DepthInputError, from_cdr, to_detection3d_array,
+    to_marker_array, to_point_cloud)
 from sensor_msgs.msg import CameraInfo, Image, PointCloud2, PointField
 from std_msgs.msg import Header
 from vision_msgs.msg import Detection3DArray
@@ -164,3 +164,15 @@ def test_point_cloud_has_xyz_and_the_instance_and_class_of_each_point(scene):
     far = points['id'] == (70000 - 1) % 65535 + 1
     assert np.all(points['z'][far] == 3.0) and np.all(points['class_id'][far] == 3)
     assert near.sum() + far.sum() == len(points)
+
+
+def test_cdr_bytes_give_the_stamp_and_the_message():
+    header = Header(frame_id='depth')
+    header.stamp.sec, header.stamp.nanosec = 1700000001, 250000000
+    image = depth_msg([[1000, 2000]], '16UC1')
+    image.header = header
+    data = serialize_message(image)
+    assert cdr_stamp(data) == pytest.approx(1700000001.25)
+    assert from_cdr(data, 'image') == image
+    info = CameraInfo(header=header, width=2, height=1)
+    assert from_cdr(serialize_message(info), 'info') == info

@@ -11,12 +11,14 @@ the problem and the fix. Out: a `geometry.Located` becomes a `vision_msgs/Detect
 
 import array
 import copy
+import struct
 
 from geometry_msgs.msg import Point, Pose, Vector3
 import numpy as np
+from rclpy.serialization import deserialize_message
 from segtrack_ros.core.geometry import Camera
 from segtrack_ros.core.labels import mask_values
-from sensor_msgs.msg import PointCloud2, PointField
+from sensor_msgs.msg import CameraInfo, Image, PointCloud2, PointField
 from std_msgs.msg import ColorRGBA
 from vision_msgs.msg import (BoundingBox3D, Detection3D, Detection3DArray,
                              ObjectHypothesisWithPose)
@@ -65,6 +67,23 @@ def decode_depth(msg, max_pixels):
     if kind == 'f4':
         return pixels.astype(np.float32, copy=False)
     return pixels.astype(np.float32) * np.float32(to_metres)
+
+
+def from_cdr(data, kind):
+    """Return the depth `Image` or `CameraInfo` (`kind`: 'image' or 'info') of CDR bytes."""
+    return deserialize_message(bytes(data), Image if kind == 'image' else CameraInfo)
+
+
+def cdr_stamp(data):
+    """
+    Return the header stamp (seconds) of the CDR bytes of a message that starts with a header.
+
+    Read where the header lies (after the 4-byte encapsulation: sec, nanosec), without
+    deserializing the rest: a frame's pixels are deserialized once, later.
+    """
+    order = '<' if bytes(data[1:2]) == b'\x01' else '>'
+    sec, nanosec = struct.unpack_from(order + 'iI', bytes(data[4:12]))
+    return sec + nanosec * 1e-9
 
 
 def camera_of(info, width, height):
