@@ -13,6 +13,7 @@ import io
 import os
 from pathlib import Path
 import shutil
+import signal
 import subprocess
 import sys
 import time
@@ -134,6 +135,30 @@ def test_command_starts_and_stops_its_own_ray(bags, model_flags, tmp_path):
     assert '1 bag(s) done, 0 skipped (done before), 0 failed' in done.stdout
     assert (output / 'drive_c' / 'metadata.yaml').is_file()
     deadline = time.monotonic() + 10  # Ray's last processes may take a moment to exit
+    while set(ray_processes()) - set(before) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert not set(ray_processes()) - set(before), ray_processes()
+
+
+def test_sigterm_stops_the_job_and_its_ray(model_flags, tmp_path):
+    """SIGTERM mid-bag: exit 130 in one line, no partial output, no Ray process left."""
+    long_bag = write_bag(tmp_path / 'long', 'mcap', input_messages(60))
+    output = tmp_path / 'out'
+    before = ray_processes()
+    argv = [SCRIPT, long_bag, '--output', output, *TOPICS, *model_flags]
+    process = subprocess.Popen([str(arg) for arg in argv], stdout=subprocess.PIPE,
+                               stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 240
+    while not list(output.glob('.long.*.partial')) and time.monotonic() < deadline:
+        assert process.poll() is None, process.communicate()
+        time.sleep(0.05)
+    process.send_signal(signal.SIGTERM)
+    _, err = process.communicate(timeout=60)
+    assert process.returncode == 130, err
+    assert err.strip().splitlines()[-1] == (
+        f"segtrack-fleet: error: interrupted; finished bags are in '{output}'")
+    assert list(output.iterdir()) == []
+    deadline = time.monotonic() + 10
     while set(ray_processes()) - set(before) and time.monotonic() < deadline:
         time.sleep(0.2)
     assert not set(ray_processes()) - set(before), ray_processes()

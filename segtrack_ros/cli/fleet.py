@@ -17,6 +17,7 @@ import os
 from pathlib import Path
 import re
 import shutil
+import signal
 import sys
 import time
 
@@ -389,10 +390,16 @@ def work(args, progress=True):
         start_local_ray(ray)
     else:
         ray.init(address=args.address, logging_level=logging.WARNING)
+    # Ray's driver aborts on SIGTERM; as Ctrl-C instead, it stops the workers and Ray cleanly.
+    signal.signal(signal.SIGTERM, _interrupt)
     try:
         return run(args, ray, progress)
     finally:
         ray.shutdown()
+
+
+def _interrupt(signum, frame):
+    raise KeyboardInterrupt
 
 
 def main(argv=None):
