@@ -16,6 +16,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import threading
 import time
 
 from conftest import UNTRAINED_CONF
@@ -220,6 +221,32 @@ def test_same_outputs_as_segtrack_bag_and_failures(ray_session, bags, model_flag
             code, _, err = run_bag([bag, expected, *TOPICS, *model_flags])
         assert code == 0, err
         assert decoded_bag(output / fleet.output_name(bag)) == decoded_bag(expected), bag
+
+
+def test_a_worker_that_dies_is_restarted_and_its_bag_retried(ray_session, model_flags, tmp_path):
+    """A worker killed mid-bag: Ray restarts it, the bag runs again and is done; no partial."""
+    long_bag = write_bag(tmp_path / 'long', 'mcap', input_messages(40))
+    output = tmp_path / 'out'
+    killed = []
+
+    def kill_the_worker():
+        deadline = time.monotonic() + 240
+        while not list(output.glob('.long.*.partial')) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        workers = [process for process in psutil.Process().children(recursive=True)
+                   if process.name() == 'ray::BagWorker']
+        for process in workers:
+            process.kill()
+        killed.extend(workers)
+
+    killer = threading.Thread(target=kill_the_worker)
+    killer.start()
+    code, _, err = run_fleet([long_bag, '--output', output, *TOPICS, *model_flags])
+    killer.join()
+    assert len(killed) == 1 and code == 0, err
+    row = summary_rows(output)['long']
+    assert (row['status'], row['attempts'], row['frames']) == ('done', '2', '80')
+    assert sorted(path.name for path in output.iterdir()) == ['long', 'summary.csv']
 
 
 def test_resume_skips_finished_bags(ray_session, bags, model_flags, tmp_path):

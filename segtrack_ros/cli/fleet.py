@@ -194,6 +194,7 @@ class Fleet:
         self.progress = progress
         self.frames_done = 0
         self.bar = None
+        self.new_worker = None  # starts one worker (an actor) of the job's resources
 
     def slots(self, cpus, gpus):
         """Return how many workers the cluster can hold at once (0: none fits)."""
@@ -216,10 +217,10 @@ class Fleet:
                 f'CPUs, {self.ray.cluster_resources().get("GPU", 0):g} GPUs) with '
                 f'--cpus-per-task {args.cpus_per_task:g} --gpus-per-task {gpus:g}')
         worker_class = self.ray.remote(BagWorker).options(
-            num_cpus=args.cpus_per_task, num_gpus=gpus, max_restarts=RETRIES,
-            max_concurrency=2)
+            num_cpus=args.cpus_per_task, num_gpus=gpus, max_concurrency=2)
         threads = max(1, int(args.cpus_per_task))
-        workers = [worker_class.remote(self.bag_args, threads) for _ in range(count)]
+        self.new_worker = lambda: worker_class.remote(self.bag_args, threads)
+        workers = [self.new_worker() for _ in range(count)]
         try:
             self._check_workers(workers)
             self._dispatch(workers)
@@ -242,6 +243,7 @@ class Fleet:
                               disable=not self.progress, file=sys.stderr)
         idle = list(workers)
         running = {}  # task -> (worker, input, name, attempt)
+        starting = {}  # readiness probe -> a worker started for one whose process died
         start = time.perf_counter()
         try:
             while self.queue or running:
@@ -251,15 +253,30 @@ class Fleet:
                     task = worker.process.remote(
                         self.bag_args, str(path), str(Path(self.args.output_dir) / name))
                     running[task] = (worker, path, name, attempt)
-                ready, _ = self.ray.wait(list(running), num_returns=1, timeout=POLL_SECONDS)
+                if not (idle or running or starting):
+                    self._fail_queued('no worker left: the last ones died and new ones '
+                                      'could not start')
+                    break
+                ready, _ = self.ray.wait([*running, *starting], num_returns=1,
+                                         timeout=POLL_SECONDS)
                 for task in ready:
+                    if task in starting:
+                        self._started(task, starting.pop(task), idle, workers)
+                        continue
                     worker, path, name, attempt = running.pop(task)
-                    idle.append(worker)
                     if self._collect(task, path, name, attempt):
-                        bar.update(1)
-                in_hand = self._frames_in_hand(running)
+                        # Its process died: a new worker (a new process, the model loaded
+                        # again) takes its place once it is ready.
+                        self.ray.kill(worker, no_restart=True)
+                        workers.remove(worker)
+                        replacement = self.new_worker()
+                        workers.append(replacement)
+                        starting[replacement.ready.remote()] = replacement
+                    else:
+                        idle.append(worker)
+                    bar.update(len(self.results) - bar.n)
                 elapsed = time.perf_counter() - start
-                frames = self.frames_done + in_hand
+                frames = self.frames_done + self._frames_in_hand(running)
                 bar.set_postfix(frames=frames, fps=f'{frames / elapsed:.1f}' if elapsed else 0)
         finally:
             bar.close()
@@ -267,30 +284,51 @@ class Fleet:
                 self.ray.kill(worker, no_restart=True)
                 _remove_partial(self.args.output_dir, name)
 
+    def _started(self, probe, worker, idle, workers):
+        """Put a new worker to work, or drop it when it did not start."""
+        try:
+            self.ray.get(probe)
+            idle.append(worker)
+        except self.ray.exceptions.RayError:
+            self.ray.kill(worker, no_restart=True)
+            workers.remove(worker)
+
     def _collect(self, task, path, name, attempt):
-        """Record the outcome of one attempt; requeue a failure with attempts left."""
+        """
+        Record one attempt's outcome (a failure with attempts left goes back in the queue).
+
+        Return whether the worker's process died.
+        """
         try:
             summary = self.ray.get(task)
         except self.ray.exceptions.RayError as error:
             _remove_partial(self.args.output_dir, name)  # left by a worker that died
             if attempt <= RETRIES:
                 self.queue.append((path, name, attempt + 1))
-                return False
-            reason = _reason(error)
-            self.bar.clear()  # the line of its own, not after the bar
-            print(f'segtrack-fleet: {path}: failed after {attempt} attempt(s): {reason}',
-                  file=sys.stderr)
-            self.bar.refresh()
-            self.results[name] = {'bag': name, 'input': path, 'status': 'failed',
-                                  'attempts': attempt, 'reason': reason}
-            return True
+            else:
+                self._fail(path, name, attempt, _reason(error))
+            return isinstance(error, self.ray.exceptions.RayActorError)
         self.frames_done += summary.frames
         self.results[name] = {
             'bag': name, 'input': path, 'status': 'done', 'frames': summary.frames,
             'seconds': f'{summary.seconds:.2f}', 'fps': f'{summary.fps:.1f}',
             'instances': summary.instances, 'tracks': summary.tracks,
             'skipped_frames': len(summary.skipped), 'attempts': attempt}
-        return True
+        return False
+
+    def _fail(self, path, name, attempts, reason):
+        """Report bag `name` as failed: one line on stderr, its row of the summary."""
+        self.bar.clear()  # the line of its own, not after the bar
+        print(f'segtrack-fleet: {path}: failed after {attempts} attempt(s): {reason}',
+              file=sys.stderr)
+        self.bar.refresh()
+        self.results[name] = {'bag': name, 'input': path, 'status': 'failed',
+                              'attempts': attempts, 'reason': reason}
+
+    def _fail_queued(self, reason):
+        while self.queue:
+            path, name, attempt = self.queue.popleft()
+            self._fail(path, name, attempt - 1, reason)
 
     def _frames_in_hand(self, running):
         tasks = [worker.frames.remote() for worker, *_ in running.values()]
