@@ -13,6 +13,7 @@ import re
 from segtrack_ros.core.exports import FORMATS
 from segtrack_ros.core.render import COLOR_MODES
 from segtrack_ros.core.segmenter import MODES
+from segtrack_ros.core.tracking import DEFAULT_TRACKER
 from segtrack_ros.io.image_codec import DEFAULT_MAX_PIXELS
 
 INPUT_TRANSPORTS = ('raw', 'compressed')
@@ -73,8 +74,9 @@ PARAMETERS = (
     ParameterSpec('color_mode', 'class',
                   'Colour and label instances by class, or by track id (needs mode track).',
                   choices=COLOR_MODES, flag='--color-by'),
-    ParameterSpec('tracker', 'bytetrack.yaml',
-                  'Tracker config: bytetrack.yaml, botsort.yaml, ... or a path. '
+    ParameterSpec('tracker', DEFAULT_TRACKER,
+                  f'Tracker config: {DEFAULT_TRACKER} (bundled: TrackTrack with ReID), '
+                  'tracktrack.yaml, bytetrack.yaml, botsort.yaml, ... or a path. '
                   'Changing it resets the tracks.', flag='--tracker'),
     ParameterSpec('conf', 0.25, 'Confidence threshold.', low=0.0, high=1.0, flag='--conf'),
     ParameterSpec('iou', 0.7, 'NMS IoU threshold.', low=0.0, high=1.0, flag='--iou'),

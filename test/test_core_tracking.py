@@ -13,7 +13,9 @@ import numpy as np
 import pytest
 from segtrack_ros.core.segmenter import (
     BUNDLED_MODEL, check_tracker, Segmenter, SegmenterConfig, SegmenterError)
+from segtrack_ros.core.tracking import BUNDLED_TRACKERS, DEFAULT_TRACKER
 from segtrack_ros.eval.synthetic import generate_scene, SceneConfig
+from segtrack_ros.params import PARAMETERS
 import torch
 from ultralytics import YOLO
 from ultralytics.utils import ops, YAML
@@ -48,7 +50,8 @@ def configs(tmp_path_factory):
     directory = tmp_path_factory.mktemp('trackers')
     return {**{kind: f'{kind}.yaml' for kind in SHIPPED},
             **{f'{kind}-reid': tracker_file(directory, kind, with_reid=True)
-               for kind in ('botsort', 'deepocsort', 'tracktrack')}}
+               for kind in ('botsort', 'deepocsort', 'tracktrack')},
+            'default': check_tracker(DEFAULT_TRACKER)}
 
 
 def canonical(scores, boxes, *columns):
@@ -127,7 +130,8 @@ def assert_same_appearance(segmenter, references):
             np.testing.assert_allclose(got[track_id], feature, atol=1e-4)
 
 
-@pytest.mark.parametrize('kind', [*SHIPPED, 'botsort-reid', 'deepocsort-reid', 'tracktrack-reid'])
+@pytest.mark.parametrize('kind', [*SHIPPED, 'botsort-reid', 'deepocsort-reid', 'tracktrack-reid',
+                                  'default'])
 def test_each_camera_tracked_as_ultralytics_alone(configs, cameras, kind):
     tracker = configs[kind]
     expected, references = zip(*(ultralytics_frames(frames, tracker) for frames in cameras))
@@ -138,8 +142,16 @@ def test_each_camera_tracked_as_ultralytics_alone(configs, cameras, kind):
     segmenter.reset()
     for got, want in zip(segmenter_frames(segmenter, cameras), expected):
         assert_same_tracks(got, want)
-    if kind.endswith('-reid'):  # the features each camera's tracker got are that camera's
+    if kind.endswith('-reid') or kind == 'default':  # each camera's tracker got its features
         assert_same_appearance(segmenter, references)
+
+
+def test_one_default_tracker_bundled_with_the_package():
+    assert check_tracker(DEFAULT_TRACKER) == str(BUNDLED_TRACKERS / DEFAULT_TRACKER)
+    assert SegmenterConfig().tracker == DEFAULT_TRACKER
+    assert next(spec.default for spec in PARAMETERS if spec.name == 'tracker') == DEFAULT_TRACKER
+    settings = YAML.load(check_tracker(DEFAULT_TRACKER))
+    assert settings['tracker_type'] == 'tracktrack' and settings['with_reid'] is True
 
 
 @pytest.fixture(scope='module')

@@ -16,7 +16,7 @@ from segtrack_ros.core.errors import SegmenterError
 from segtrack_ros.core.exports import (check_spec, default_cache_dir, export_path, exported_model,
                                        ExportSpec)
 from segtrack_ros.core.runtime import usable_cores
-from segtrack_ros.core.tracking import check_tracker, StreamTrackers
+from segtrack_ros.core.tracking import check_tracker, DEFAULT_TRACKER, StreamTrackers
 
 __all__ = ('BUNDLED_MODEL', 'MODES', 'Segmenter', 'SegmenterConfig', 'SegmenterError',
            'check_tracker', 'load_model', 'resolve_device')
@@ -36,7 +36,7 @@ class SegmenterConfig:
     model: str = 'yolov8n-seg.pt'
     device: str = 'auto'
     mode: str = 'track'
-    tracker: str = 'bytetrack.yaml'
+    tracker: str = DEFAULT_TRACKER
     conf: float = 0.25
     iou: float = 0.7
     imgsz: int = 640

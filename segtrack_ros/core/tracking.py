@@ -17,6 +17,9 @@ from types import SimpleNamespace
 
 from segtrack_ros.core.errors import SegmenterError
 
+# The default of the node and the CLIs, a config bundled with the package (its comments say why).
+DEFAULT_TRACKER = 'tracktrack-reid.yaml'
+BUNDLED_TRACKERS = Path(__file__).resolve().parents[1] / 'data'
 # Tracker types that read `with_reid` and `model` (ultralytics' on_predict_start).
 REID_TRACKERS = ('botsort', 'tracktrack', 'deepocsort')
 # What ultralytics uses for `model: auto` when the detector has no torch Detect head (exports).
@@ -26,6 +29,9 @@ AUTO_FALLBACK_REID = 'yolo26n-cls.pt'
 def check_tracker(name):
     """
     Return the path of tracker config `name` (e.g. `tracktrack.yaml`, or a path to a yaml).
+
+    Names are looked up as ultralytics does (a path, then its own configs), after the configs
+    bundled with the package (`DEFAULT_TRACKER`) when no file of that name is here.
 
     Raises `SegmenterError` when tracking cannot run: the `lap` package is missing (ultralytics
     would try to install it at run time), the file cannot be found or is not a tracker config, or
@@ -56,10 +62,16 @@ def _on_this_machine(model):
     return Path(model).expanduser().exists() or (Path(SETTINGS['weights_dir']) / model).exists()
 
 
+def _online():
+    """Tell whether ultralytics may download (it found a network, and YOLO_OFFLINE is not set)."""
+    from ultralytics.utils import ONLINE
+
+    return ONLINE
+
+
 def _check_downloadable(name, model):
     """Raise `SegmenterError` unless ultralytics can fetch `model` (of tracker `name`) now."""
     from ultralytics.trackers.utils.reid import REID_ASSETS
-    from ultralytics.utils import ONLINE
     from ultralytics.utils.downloads import GITHUB_ASSETS_NAMES
 
     if model not in GITHUB_ASSETS_NAMES and model not in REID_ASSETS:
@@ -67,7 +79,7 @@ def _check_downloadable(name, model):
             f"tracker '{name}': ReID model '{model}' not found: give the path of a "
             'classification or ReID model (.pt, .onnx, ...), or model: auto (the detector '
             'features)')
-    if not ONLINE:
+    if not _online():
         raise SegmenterError(
             f"tracker '{name}': ReID model '{model}' is not on this machine and cannot be "
             'downloaded offline: give the path of a local model, or model: auto')
@@ -80,11 +92,13 @@ def _load_settings(name):
 
     if not str(name).endswith(('.yaml', '.yml')):
         raise SegmenterError(f"tracker '{name}' must be a .yaml file, e.g. tracktrack.yaml")
-    path = check_yaml(name, hard=False)
+    bundled = BUNDLED_TRACKERS / str(name)
+    path = (str(bundled) if not Path(name).exists() and bundled.is_file()
+            else check_yaml(name, hard=False))
     if not path:
         raise SegmenterError(
-            f"tracker '{name}' not found: use tracktrack.yaml, bytetrack.yaml, botsort.yaml, "
-            'ocsort.yaml, deepocsort.yaml, fasttrack.yaml or a path')
+            f"tracker '{name}' not found: use {DEFAULT_TRACKER}, tracktrack.yaml, "
+            'bytetrack.yaml, botsort.yaml, ocsort.yaml, deepocsort.yaml, fasttrack.yaml or a path')
     try:
         settings = YAML.load(path) or {}
     except Exception as error:  # a YAML syntax error surfaces as several parser types
@@ -130,13 +144,16 @@ class StreamTrackers:
         settings.device = predictor.device  # any ReID model runs where the detector does
         self.tracker_class = TRACKER_MAP[settings.tracker_type]
         reid = settings.tracker_type in REID_TRACKERS and getattr(settings, 'with_reid', False)
-        self.native_features = (reid and getattr(settings, 'model', 'auto') == 'auto'
-                                and has_native_features(predictor))
-        if reid and getattr(settings, 'model', 'auto') == 'auto' and not self.native_features:
+        auto = reid and getattr(settings, 'model', 'auto') == 'auto'
+        self.native_features = auto and has_native_features(predictor)
+        if auto and not self.native_features and (
+                _on_this_machine(AUTO_FALLBACK_REID) or _online()):
             settings.model = AUTO_FALLBACK_REID  # as ultralytics does for exported detectors
+        # Else (offline, an exported detector): `auto` with no features; the trackers then
+        # match by motion alone, as they do for any detection without appearance.
         self.settings = settings
         self.encoder = None
-        if reid and not self.native_features:
+        if reid and settings.model != 'auto':
             if not _on_this_machine(settings.model):
                 _check_downloadable(name, settings.model)
             self.encoder = _load_encoder(name, settings)

@@ -17,6 +17,7 @@ import numpy as np
 
 from segtrack_ros.core.runtime import apply_process_defaults
 from segtrack_ros.core.segmenter import BUNDLED_MODEL, Segmenter, SegmenterConfig
+from segtrack_ros.core.tracking import check_tracker, DEFAULT_TRACKER
 from segtrack_ros.eval.synthetic import CLASS_NAMES, load_truth, SceneConfig, write_video
 from segtrack_ros.io.video_io import open_source, read_frames
 
@@ -156,10 +157,11 @@ def direct_results(frames, config):
     from ultralytics.utils import ops
 
     model = YOLO(config.model)
+    tracker = check_tracker(config.tracker)  # a path: ultralytics knows no bundled name
     threads = torch.get_num_threads()
     results = []
     for frame in frames:
-        result = model.track(frame, persist=True, tracker=config.tracker, conf=config.conf,
+        result = model.track(frame, persist=True, tracker=tracker, conf=config.conf,
                              iou=config.iou, imgsz=config.imgsz, device=config.device,
                              verbose=False)[0]
         torch.set_num_threads(threads)  # the same threads as the package, for a fair run
@@ -208,7 +210,7 @@ def build_parser():
     parser.add_argument('--device', default='cpu')
     parser.add_argument('--imgsz', type=int, default=320,
                         help='inference size; the bundled model was trained at 320')
-    parser.add_argument('--tracker', default='bytetrack.yaml')
+    parser.add_argument('--tracker', default=DEFAULT_TRACKER)
     parser.add_argument(
         '--trackers', nargs='+', metavar='T',
         help='instead, compare trackers on the occlusion scenes (IDF1, HOTA, ID switches, ms '

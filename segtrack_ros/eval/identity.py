@@ -21,7 +21,7 @@ import numpy as np
 
 from segtrack_ros.core.detections import detections_from_result
 from segtrack_ros.core.segmenter import load_model, Segmenter, SegmenterConfig
-from segtrack_ros.core.tracking import StreamTrackers
+from segtrack_ros.core.tracking import check_tracker, DEFAULT_TRACKER, StreamTrackers
 from segtrack_ros.eval.evaluate import FrameResult, MIN_AREA, MIN_IOU
 from segtrack_ros.eval.occlusion import occlusion_scenes
 from segtrack_ros.eval.synthetic import render_frame
@@ -29,7 +29,7 @@ from segtrack_ros.eval.synthetic import render_frame
 SHIPPED = ('bytetrack', 'botsort', 'ocsort', 'deepocsort', 'fasttrack', 'tracktrack')
 REID = '+reid'  # suffix of a shipped name: that config with `with_reid: true, model: auto`
 ALL_TRACKERS = tuple(f'{kind}.yaml' for kind in SHIPPED) + tuple(
-    f'{kind}.yaml{REID}' for kind in ('botsort', 'deepocsort', 'tracktrack'))
+    f'{kind}.yaml{REID}' for kind in ('botsort', 'deepocsort', 'tracktrack')) + (DEFAULT_TRACKER,)
 TIMING_SCENE = 'crowd'  # 20 instances a frame: the tracker's cost, not in the identity figures
 CHECK_FRAMES = 40  # frames of the first scene on which the segmenter must equal model.track
 
@@ -214,7 +214,7 @@ def compare_trackers(trackers, model, imgsz=320, conf=0.25, check=True):
     runner = SceneRunner(model, imgsz, conf)
     rows = {name: {'sequences': {}, 'ms': {}} for name in trackers}
     with tempfile.TemporaryDirectory() as folder:
-        configs = {name: tracker_file(name, folder) for name in trackers}
+        configs = {name: check_tracker(tracker_file(name, folder)) for name in trackers}
         features = {name: StreamTrackers(config, runner.model.predictor).native_features
                     for name, config in configs.items()}  # whether it takes ReID `auto`
         reid_config = tracker_file(f'tracktrack.yaml{REID}', folder)
