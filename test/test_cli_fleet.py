@@ -24,7 +24,7 @@ import psutil
 import pytest
 from segtrack_ros.cli import fleet, fleet_pool
 from segtrack_ros.cli.bag import process_bag
-from segtrack_ros.cli.common import segmenter_config, UsageError
+from segtrack_ros.cli.common import make_segmenter, UsageError
 from test_cli_bag import (decoded_bag, FRONT, input_messages, REAR, run_cli as run_bag,
                           write_bag)
 
@@ -108,7 +108,7 @@ def test_workers_count_every_frame_of_a_bag(bags, model_flags, tmp_path):
     good, _ = bags
     args = fleet.build_parser().parse_args(
         [str(arg) for arg in (good[0], '--output', tmp_path, *TOPICS, *model_flags)])
-    segmenter = fleet_pool.CountingSegmenter(segmenter_config(args))
+    segmenter = fleet_pool.CountingSegmenter(make_segmenter(args))
     summary = process_bag(args, segmenter, str(good[0]), str(tmp_path / 'out'))
     assert segmenter.frames == summary.frames == 8
 

@@ -15,9 +15,9 @@ import sys
 import time
 
 from segtrack_ros.cli.bag import process_bag
-from segtrack_ros.cli.common import segmenter_config, UsageError
+from segtrack_ros.cli.common import make_segmenter, UsageError
 from segtrack_ros.core.runtime import apply_process_defaults
-from segtrack_ros.core.segmenter import Segmenter, SegmenterError
+from segtrack_ros.core.segmenter import SegmenterError
 from segtrack_ros.io.bag_io import BagError
 
 RETRIES = 2  # attempts after the first, for a bag that failed or whose worker died
@@ -25,18 +25,21 @@ POLL_SECONDS = 1.0  # how often the frame counts of running bags are asked for
 ANSI_ESCAPE = re.compile(r'\x1b\[[0-9;]*m')
 
 
-class CountingSegmenter(Segmenter):
-    """A `Segmenter` that counts the frames it segments: a worker's progress over frames."""
+class CountingSegmenter:
+    """A segmenter made as `segtrack-bag` makes it, counting the frames it segments (progress)."""
 
-    def __init__(self, config):
+    def __init__(self, segmenter):
+        self.segmenter = segmenter
         self.frames = 0
-        super().__init__(config)
 
     def process_batch(self, frames, streams):
-        """Segment `frames` as `Segmenter.process_batch` does, and count them."""
-        results = super().process_batch(frames, streams)
+        """Segment `frames` with the segmenter, and count them."""
+        results = self.segmenter.process_batch(frames, streams)
         self.frames += len(results)
         return results
+
+    def __getattr__(self, name):
+        return getattr(self.segmenter, name)
 
 
 class BagWorker:
@@ -57,7 +60,7 @@ class BagWorker:
         # traceback and turn the reason into a dead actor's.
         self.segmenter = self.error = None
         try:
-            self.segmenter = CountingSegmenter(segmenter_config(args))
+            self.segmenter = CountingSegmenter(make_segmenter(args))
         except SegmenterError as error:
             self.error = error
 
