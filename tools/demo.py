@@ -4,12 +4,16 @@
 
 video_publisher plays the sample video at 30 Hz into segtrack_node (the bundled shapes model,
 track mode, colours by track id); this process subscribes to every output, records the annotated
-frames to a video file and prints processed fps, drops and latency percentiles.
+frames to a video file and prints processed fps, drops and latency percentiles. Where OpenVINO is
+installed (requirements-dev.txt) the node runs the model as an OpenVINO export it makes itself
+(`export_format`, made once and cached): the fastest way on a CPU (bench/exports.md).
 
     .venv/bin/python tools/demo.py [--frames 300] [--model PATH] [--device auto]
+                                   [--export-format openvino|onnx|engine|'']
 """
 
 import argparse
+import importlib.util
 from pathlib import Path
 import sys
 import threading
@@ -42,6 +46,10 @@ def main():
     parser.add_argument('--imgsz', type=int, default=320,
                         help='inference size; the bundled model was trained at 320')
     parser.add_argument('--output', default=str(benchlib.REPO / 'output'))
+    parser.add_argument('--export-format',
+                        default='openvino' if importlib.util.find_spec('openvino') else '',
+                        help="the node's export_format ('' runs the .pt); default openvino "
+                             'where it is installed')
     args = parser.parse_args()
     benchlib.keep_local()
     if not Path(args.model).exists():
@@ -60,11 +68,15 @@ def main():
     recorder = OutputRecorder(probe, NAMESPACE, recorded)
     spinner = threading.Thread(target=rclpy.spin, args=(probe,), daemon=True)
     spinner.start()
+    print(f'demo: segtrack_node runs {args.model} as '
+          + (f'an {args.export_format} export (made once, cached)' if args.export_format
+             else 'it is'))
     segtrack = start('segtrack_node', NAMESPACE, model=args.model, device=args.device,
-                     imgsz=args.imgsz, mode='track', color_mode='track', trail_length=20)
+                     imgsz=args.imgsz, mode='track', color_mode='track', trail_length=20,
+                     export_format=f"'{args.export_format}'")
     publisher = None
     try:
-        if not wait_for(lambda: probe.count_subscribers(f'{NAMESPACE}/image') > 0, 60):
+        if not wait_for(lambda: probe.count_subscribers(f'{NAMESPACE}/image') > 0, 180):
             sys.exit('demo: segtrack_node did not start')
         time.sleep(1.0)  # let the outputs' subscriptions match
         start_time = time.monotonic()
