@@ -277,13 +277,13 @@ def test_classes_set_and_back_to_empty_at_run_time(probe, segtrack, outputs, ima
     """
     Classes [1] keeps squares only; [] (an empty list over rclpy) keeps every class again.
 
-    New tracks show from their second frame on, except on the first frame after a reset: the
-    tracks of the other classes start anew once they are kept again.
+    New tracks show once confirmed (the default TrackTrack: on their third frame), except on the
+    first frame after a reset: the tracks of the other classes start anew once they are kept.
     """
     warm_up(probe, image_publisher, outputs)
     reset_tracks(probe)
     found = {}
-    for classes, frames in (([1], (3,)), ([], (4, 5))):
+    for classes, frames in (([1], (3,)), ([], (4, 5, 6))):
         result = set_parameters(probe, classes=classes)[0]
         assert result.successful, result.reason
         for index in frames:
@@ -381,8 +381,8 @@ def test_predict_then_track_starts_new_tracks(probe, segtrack, outputs, image_pu
     """
     warm_up(probe, image_publisher, outputs)
     reset_tracks(probe)
-    before = [send_and_wait(probe, image_publisher, outputs, frame) for frame in (
-        scene_frame(11, 0), scene_frame(11, 1), scene_frame(12, 0), scene_frame(12, 1))]
+    before = [send_and_wait(probe, image_publisher, outputs, scene_frame(scene, index))
+              for scene in (11, 12) for index in (0, 1, 2)]  # TrackTrack confirms on frame 3
     highest = max(max(detection_ids(outputs, header), default=0) for header in before)
     assert all(result.successful
                for result in set_parameters(probe, color_mode='class', mode='predict'))
