@@ -38,16 +38,37 @@ DASHBOARD_PORT = 8265  # Ray's web dashboard (the minimal one without its web se
 LOOPBACK = {'127.0.0.1', '::1', '::ffff:127.0.0.1'}
 
 
-def ray_processes():
-    """Return {pid: name} of the Ray processes on this machine: servers, agents, workers."""
-    found = {}
-    for process in psutil.process_iter(['name', 'cmdline']):
-        name = process.info['name'] or ''
-        command = ' '.join(process.info['cmdline'] or [])
-        if (name in ('raylet', 'gcs_server') or name.startswith('ray::')
-                or '/site-packages/ray/' in command):
-            found[process.pid] = name
-    return found
+class Watched:
+    """The command in a process of its own, and every process it starts (Ray's, sampled)."""
+
+    def __init__(self, argv):
+        self.process = psutil.Popen([str(arg) for arg in argv], stdout=subprocess.PIPE,
+                                    stderr=subprocess.PIPE, text=True)
+        self.started = {}
+        self.names = {}  # pid -> name of each process seen below the command
+
+    def sample(self):
+        """Note the processes below the command now (Ray's servers, agents and workers)."""
+        try:
+            for child in self.process.children(recursive=True):
+                self.started[child.pid] = child
+                self.names[child.pid] = child.name()
+        except psutil.Error:
+            pass
+
+    def wait_for(self, condition, timeout=240):
+        """Sample until `condition()` holds (the command must still run)."""
+        deadline = time.monotonic() + timeout
+        while not condition() and time.monotonic() < deadline:
+            assert self.process.poll() is None, self.process.communicate()
+            self.sample()
+            time.sleep(0.05)
+        self.sample()
+
+    def left_behind(self):
+        """Return the processes the command started that still run 10 s after it ended."""
+        _, alive = psutil.wait_procs(list(self.started.values()), timeout=10)
+        return [process for process in alive if process.status() != psutil.STATUS_ZOMBIE]
 
 
 def run_fleet(argv):
@@ -126,43 +147,31 @@ def test_without_ray_one_line_names_the_install(tmp_path):
 
 def test_command_starts_and_stops_its_own_ray(bags, model_flags, tmp_path):
     """The installed command starts a local Ray, processes a bag, and leaves no Ray process."""
-    before = ray_processes()
     good, _ = bags
     output = tmp_path / 'out'
-    argv = [SCRIPT, good[2], '--output', output, *TOPICS, *model_flags]
-    done = subprocess.run([str(arg) for arg in argv], capture_output=True, text=True,
-                          timeout=300)
-    assert done.returncode == 0, done.stderr
-    assert '1 bag(s) done, 0 skipped (done before), 0 failed' in done.stdout
+    command = Watched([SCRIPT, good[2], '--output', output, *TOPICS, *model_flags])
+    command.wait_for(lambda: command.process.poll() is not None, timeout=300)
+    out, err = command.process.communicate()
+    assert command.process.returncode == 0, err
+    assert '1 bag(s) done, 0 skipped (done before), 0 failed' in out
     assert (output / 'drive_c' / 'metadata.yaml').is_file()
-    deadline = time.monotonic() + 10  # Ray's last processes may take a moment to exit
-    while set(ray_processes()) - set(before) and time.monotonic() < deadline:
-        time.sleep(0.2)
-    assert not set(ray_processes()) - set(before), ray_processes()
+    assert {'gcs_server', 'raylet'} <= set(command.names.values()), command.names
+    assert not command.left_behind()
 
 
 def test_sigterm_stops_the_job_and_its_ray(model_flags, tmp_path):
     """SIGTERM mid-bag: exit 130 in one line, no partial output, no Ray process left."""
     long_bag = write_bag(tmp_path / 'long', 'mcap', input_messages(60))
     output = tmp_path / 'out'
-    before = ray_processes()
-    argv = [SCRIPT, long_bag, '--output', output, *TOPICS, *model_flags]
-    process = subprocess.Popen([str(arg) for arg in argv], stdout=subprocess.PIPE,
-                               stderr=subprocess.PIPE, text=True)
-    deadline = time.monotonic() + 240
-    while not list(output.glob('.long.*.partial')) and time.monotonic() < deadline:
-        assert process.poll() is None, process.communicate()
-        time.sleep(0.05)
-    process.send_signal(signal.SIGTERM)
-    _, err = process.communicate(timeout=60)
-    assert process.returncode == 130, err
+    command = Watched([SCRIPT, long_bag, '--output', output, *TOPICS, *model_flags])
+    command.wait_for(lambda: list(output.glob('.long.*.partial')))
+    command.process.send_signal(signal.SIGTERM)
+    _, err = command.process.communicate(timeout=60)
+    assert command.process.returncode == 130, err
     assert err.strip().splitlines()[-1] == (
         f"segtrack-fleet: error: interrupted; finished bags are in '{output}'")
     assert list(output.iterdir()) == []
-    deadline = time.monotonic() + 10
-    while set(ray_processes()) - set(before) and time.monotonic() < deadline:
-        time.sleep(0.2)
-    assert not set(ray_processes()) - set(before), ray_processes()
+    assert 'raylet' in command.names.values() and not command.left_behind()
 
 
 @pytest.fixture(scope='module')
@@ -290,9 +299,9 @@ def test_inputs_of_one_name_are_refused(tmp_path):
 
 def test_flags_are_checked_before_ray_starts(tmp_path):
     """Out-of-range flags are one line and exit 1 without starting Ray."""
-    before = ray_processes()
+    before = {process.pid for process in psutil.Process().children(recursive=True)}
     code, _, err = run_fleet(['bag', '--output', tmp_path, *TOPICS, '--cpus-per-task', '0'])
     assert (code, err.strip()) == (
         1, 'segtrack-fleet: error: --cpus-per-task must be positive, got 0')
-    assert ray_processes() == before
+    assert {process.pid for process in psutil.Process().children(recursive=True)} <= before
     assert os.listdir(tmp_path) == []

@@ -193,7 +193,11 @@ def work(args, progress=True):
     if args.address is None:
         start_local_ray(ray)
     else:
-        ray.init(address=args.address, logging_level=logging.WARNING)
+        try:
+            ray.init(address=args.address, logging_level=logging.WARNING)
+        except ConnectionError as error:
+            raise UsageError(f'{error}; a cluster with token authentication (Ray >= 2.52) '
+                             'needs RAY_AUTH_MODE=token and its token here') from None
     # Ray's driver aborts on SIGTERM; as Ctrl-C instead, it stops the workers and Ray cleanly.
     signal.signal(signal.SIGTERM, _interrupt)
     try:
