@@ -30,13 +30,14 @@ def check_tracker(name):
     """
     Return the path of tracker config `name` (e.g. `tracktrack.yaml`, or a path to a yaml).
 
-    Names are looked up as ultralytics does (a path, then its own configs), after the configs
-    bundled with the package (`DEFAULT_TRACKER`) when no file of that name is here.
+    A path that exists is taken as it is; other names are configs bundled with the package
+    (`DEFAULT_TRACKER`) or ultralytics' own (`tracktrack.yaml`, `bytetrack.yaml`, ...).
 
     Raises `SegmenterError` when tracking cannot run: the `lap` package is missing (ultralytics
     would try to install it at run time), the file cannot be found or is not a tracker config, or
-    its ReID model (`with_reid: true`, `model` other than `auto`) is neither a file here nor a name
-    ultralytics can download. Refused up front rather than failing on every frame.
+    its ReID model (`with_reid: true`, `model` other than `auto`) is not on this machine and
+    cannot be downloaded (an unknown name, or offline). Refused up front rather than failing on
+    every frame.
     """
     if importlib.util.find_spec('lap') is None:
         raise SegmenterError(
