@@ -276,6 +276,13 @@ def test_resume_skips_finished_bags(ray_session, bags, model_flags, tmp_path):
     assert rows['drive_a']['frames'] == '8'  # the earlier run's figures are kept
     assert rows['drive_b']['status'] == 'done' and rows['corrupt']['status'] == 'failed'
     assert '1 bag(s) done, 1 skipped (done before), 1 failed' in out
+    # Every bag done: the command says so and starts no Ray.
+    command = Watched([SCRIPT, good[0], good[1], '--output', output, *TOPICS, *model_flags])
+    command.wait_for(lambda: command.process.poll() is not None, timeout=120)
+    out, err = command.process.communicate()
+    assert command.process.returncode == 0, err
+    assert '0 bag(s) done, 2 skipped (done before), 0 failed' in out
+    assert not command.names, command.names
 
 
 def test_bad_model_stops_the_job_in_one_line(ray_session, bags, tmp_path):

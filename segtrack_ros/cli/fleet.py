@@ -188,7 +188,9 @@ def work(args, progress=True):
     """Run the job of parsed `args` on the local Ray, or the cluster of `--address`; the rows."""
     check_fleet_args(args)
     ray = import_ray(local=args.address is None)
-    if ray.is_initialized():  # a caller connected already (a Python program) keeps its Ray
+    jobs = plan(args.inputs, args.output_dir)  # its errors before Ray starts
+    # A caller connected already (a Python program) keeps its Ray; with every bag done, no Ray.
+    if ray.is_initialized() or all(is_done(args.output_dir, name) for _, name in jobs):
         return run(args, ray, progress)
     if args.address is None:
         start_local_ray(ray)
@@ -196,8 +198,8 @@ def work(args, progress=True):
         try:
             ray.init(address=args.address, logging_level=logging.WARNING)
         except ConnectionError as error:
-            raise UsageError(f'{error}; a cluster with token authentication (Ray >= 2.52) '
-                             'needs RAY_AUTH_MODE=token and its token here') from None
+            raise UsageError(f'{error}; a cluster with token authentication (on by default in '
+                             'Ray 2.60) needs RAY_AUTH_MODE=token and its token here') from None
     # Ray's driver aborts on SIGTERM; as Ctrl-C instead, it stops the workers and Ray cleanly.
     signal.signal(signal.SIGTERM, _interrupt)
     try:
