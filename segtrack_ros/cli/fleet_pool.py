@@ -53,8 +53,8 @@ class BagWorker:
         apply_process_defaults()
         import torch
 
-        # Pinned, not left to the environment of each worker: a run's results must not depend
-        # on which machine of a cluster (or which OMP_NUM_THREADS) ran it.
+        # torch's float sums, hence scores and boxes, depend on the thread count: pinned to
+        # --cpus-per-task, not left to the environment of whichever machine runs the worker.
         torch.set_num_threads(threads)
         # A model that cannot load is told by `ready`: raised here, Ray would print the
         # traceback and turn the reason into a dead actor's.
