@@ -229,3 +229,18 @@ def test_tracker_change_at_run_time_resets_tracks(configs, cameras):
     segmenter.update(mode='track', tracker='bytetrack.yaml')
     again = [segmenter.process(frame).ids for frame in frames[4:]]
     assert [a.tolist() for a in again] == [b.tolist() for b in before], 'fresh tracks again'
+
+
+def test_reid_auto_on_an_exported_model_offline_tracks_by_motion(tmp_path, cameras, monkeypatch):
+    # An export has no torch head to take features from: ultralytics would download its own
+    # ReID model instead, which it cannot offline. The default tracker still runs, by motion.
+    monkeypatch.setattr('ultralytics.utils.ONLINE', False)
+    monkeypatch.setattr('ultralytics.utils.SETTINGS', {'weights_dir': tmp_path})
+    segmenter = Segmenter(SegmenterConfig(
+        model=str(BUNDLED_MODEL), device='cpu', mode='track', conf=CONF, imgsz=IMGSZ,
+        export_format='onnx', export_dir=str(tmp_path)))
+    tracking = segmenter._tracking
+    assert segmenter.config.tracker == DEFAULT_TRACKER
+    assert not tracking.native_features and tracking.encoder is None
+    assert tracking.settings.model == 'auto' and '_hook' not in vars(tracking.predictor)
+    assert any(len(segmenter.process(frame)) for frame in cameras[0])
