@@ -4,6 +4,8 @@ Launch segtrack_node on one camera, or one node on several cameras, optionally w
     ros2 launch segtrack_ros segtrack.launch.py image:=/camera/image_raw device:=cuda:0
     ros2 launch segtrack_ros segtrack.launch.py params_file:=my_robot.yaml mode:=predict
     ros2 launch segtrack_ros segtrack.launch.py model:=yolov8n-seg.pt export_format:=openvino
+    ros2 launch segtrack_ros segtrack.launch.py model:=yolov8n-seg.pt export_format:=engine \
+        half:=true device:=cuda:0
     ros2 launch segtrack_ros segtrack.launch.py model:=shapes-seg.pt cameras:=front,rear \
         images:=/front_camera/image_raw,/rear_camera/image_raw
 
@@ -46,6 +48,7 @@ PARAMETER_ARGUMENTS = (
     ('export_format', ('', 'onnx', 'openvino', 'engine', 'torchscript'),
      'export model (a .pt) once on this machine and run the export: openvino on a CPU, engine '
      '(TensorRT) on a CUDA GPU; empty runs model as it is'),
+    ('half', ('true', 'false'), 'half precision: FP16 on CUDA, bf16 for OpenVINO on CPUs with it'),
     ('mode', ('predict', 'track'), 'segmentation only, or with tracking'),
     ('color_mode', ('class', 'track'), 'colour by class, or by track id (needs mode track)'),
     ('input_transport', ('raw', 'compressed'),
