@@ -25,12 +25,14 @@ import threading
 import time
 
 import numpy as np
+from segtrack_ros.core.tracking import BUNDLED_TRACKERS, DEFAULT_TRACKER
 
 REPO = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
 TRAINED = REPO / 'segtrack_ros' / 'data' / 'shapes-seg.pt'
 VIDEO_SEED = 11
-SETTINGS = {'conf': 0.25, 'iou': 0.7, 'tracker': 'bytetrack.yaml'}  # the package's defaults
+# The package's defaults; the tracker as a path, which ultralytics' own model.track can read.
+SETTINGS = {'conf': 0.25, 'iou': 0.7, 'tracker': str(BUNDLED_TRACKERS / DEFAULT_TRACKER)}
 PREDICT_SETTINGS = {key: value for key, value in SETTINGS.items() if key != 'tracker'}
 OUTPUT_TOPICS = ('annotated_image', 'annotated_image/compressed', 'instance_mask', 'class_mask',
                  'detections')
