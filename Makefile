@@ -52,13 +52,15 @@ eval: $(STAMP)
 
 # Every benchmark, each writing its table to bench/: the package against the model and the
 # guide's loop (results.md), masks as instances and pixels grow (masks.md), several cameras
-# (cameras.md), segtrack-bag against segtrack-video (bag.md), segtrack-fleet on Ray (fleet.md).
+# (cameras.md), segtrack-bag against segtrack-video (bag.md), segtrack-fleet on Ray (fleet.md),
+# exported models against their .pt (exports.md).
 bench: $(STAMP)
 	$(PY) tools/bench.py
 	$(PY) tools/bench_masks.py
 	$(PY) tools/bench_cameras.py
 	$(PY) tools/bench_bag.py
 	$(PY) tools/bench_fleet.py
+	$(PY) tools/bench_exports.py
 
 # The node's memory over 10 minutes at 30 Hz.
 soak: $(STAMP)
