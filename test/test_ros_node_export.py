@@ -2,7 +2,8 @@
 segtrack_node with `export_format` over real DDS.
 
 The node exports the bundled model to OpenVINO in its configure, runs the export and publishes
-what the `.pt` finds on the same frame; a second start takes the export from the cache.
+what the `.pt` finds on the same frame; a second start takes the export from the cache. A model
+exported at a fixed size is run at that size, said in the log, and `imgsz` cannot change under it.
 """
 
 import signal
@@ -10,7 +11,9 @@ import time
 
 import numpy as np
 import pytest
-from ros_harness import NodeProcess, RELIABLE, running_probe
+from rclpy.parameter import Parameter
+from rclpy.parameter_client import AsyncParameterClient
+from ros_harness import NodeProcess, RELIABLE, running_probe, wait_until
 from segtrack_ros.core.segmenter import BUNDLED_MODEL, Segmenter, SegmenterConfig
 from segtrack_ros.eval.synthetic import build_scene, render_frame, SceneConfig
 from segtrack_ros.io import image_codec
@@ -71,3 +74,30 @@ def test_the_node_exports_runs_and_reuses_its_export(tmp_path):
                 code, _ = process.stop(signal.SIGINT)
             assert code == 0 and 'Traceback' not in process.output, process.output
     assert len(list(tmp_path.glob('*_openvino_model'))) == 1
+
+
+def test_a_fixed_size_export_keeps_its_size_and_imgsz_cannot_change(tmp_path):
+    """imgsz 640 given, a 320 export: one log line; setting imgsz is refused with the fix."""
+    from ultralytics import YOLO
+
+    source = tmp_path / 'fixed.pt'
+    source.write_bytes(BUNDLED_MODEL.read_bytes())
+    onnx = YOLO(str(source)).export(format='onnx', imgsz=320, dynamic=False, verbose=False)
+    frame, _ = render_frame(build_scene(SceneConfig(frames=2, seed=11)), 0)
+    parameters = {**SETTINGS, 'model': onnx, 'imgsz': 640}
+    with running_probe('fixed_size_test') as probe:
+        collector = probe.collect(Detection2DArray, f'{NAMESPACE}/detections')
+        publisher = probe.publisher(Image, f'{NAMESPACE}/image', RELIABLE)
+        process = NodeProcess('segtrack_node', parameters, NAMESPACE)
+        try:
+            assert answer(probe, publisher, collector, frame).detections
+            assert 'fixed at export): imgsz 640 is not used' in process.output, process.output
+            client = AsyncParameterClient(probe.node, f'{NAMESPACE}/segtrack_node')
+            assert client.wait_for_services(timeout_sec=TIMEOUT)
+            future = client.set_parameters([Parameter('imgsz', value=480)])
+            assert wait_until(future.done)
+            result = future.result().results[0]
+            assert not result.successful and 'fixed at export' in result.reason, result.reason
+        finally:
+            code, _ = process.stop(signal.SIGINT)
+        assert code == 0 and 'Traceback' not in process.output, process.output
