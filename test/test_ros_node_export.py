@@ -77,7 +77,7 @@ def test_the_node_exports_runs_and_reuses_its_export(tmp_path):
 
 
 def test_a_fixed_size_export_keeps_its_size_and_imgsz_cannot_change(tmp_path):
-    """imgsz 640 given, a 320 export: one log line; setting imgsz is refused with the fix."""
+    """A 320 export given imgsz 640: one log line; setting imgsz is refused with the fix."""
     from ultralytics import YOLO
 
     source = tmp_path / 'fixed.pt'
