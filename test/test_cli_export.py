@@ -34,7 +34,7 @@ def test_segtrack_video_exports_once_then_reuses(test_video, tmp_path, capsys):
 
 
 def test_segtrack_video_refuses_an_engine_without_cuda_in_one_line(test_video, tmp_path, capsys):
-    """TensorRT on a machine without CUDA: one error line naming the fix, nothing written."""
+    """An engine on a machine without CUDA: one error line naming the fix, nothing written."""
     code, stderr = run_video([test_video, *FLAGS, '--no-show', '--export-format', 'engine',
                               '--export-dir', tmp_path, '--output', tmp_path / 'out.avi'],
                              capsys)
