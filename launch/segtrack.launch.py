@@ -54,6 +54,9 @@ PARAMETER_ARGUMENTS = (
     ('input_transport', ('raw', 'compressed'),
      'raw reads sensor_msgs/Image on the image topic, compressed reads IMAGE/compressed'),
     ('qos_reliability', ('best_effort', 'reliable'), 'reliability of the image subscription'),
+    ('depth', ('true', 'false'),
+     '3D from a depth camera: read depth_image and depth_camera_info, publish detections_3d, '
+     'markers and points'),
     ('autostart', ('true', 'false'),
      'configure and activate at start, or wait unconfigured for a lifecycle manager'),
     ('use_sim_time', ('true', 'false'), 'take the time from /clock'),
@@ -67,6 +70,9 @@ OTHER_ARGUMENTS = (
                         'C publishes C/annotated_image, ...; empty = one camera on image'),
     ('images', '', (), 'comma-separated input topics of the cameras, in their order; empty = '
                        'camera C reads C/image'),
+    ('depth_image', 'depth/image', (), 'depth image topic of the one camera, registered to the '
+                                       'colour image (16UC1/mono16 mm or 32FC1 m; depth:=true)'),
+    ('depth_camera_info', 'depth/camera_info', (), 'CameraInfo topic of that depth image'),
     ('log_level', 'info', ('debug', 'info', 'warn', 'error', 'fatal'), 'log level of the nodes'),
     ('rviz', 'false', ('true', 'false'),
      'start rviz2 with config/segtrack.rviz (on the first camera)'),
@@ -179,9 +185,15 @@ def camera_remappings(configurations):
         if images:
             raise RuntimeError('images is for several cameras: give cameras too, or image '
                                'for one camera')
-        return [], [('image', image), ('image/compressed', f'{image}/compressed')]
+        return [], [('image', image), ('image/compressed', f'{image}/compressed'),
+                    ('depth/image', configurations['depth_image']),
+                    ('depth/camera_info', configurations['depth_camera_info'])]
     if image != 'image':
         raise RuntimeError('image is for one camera: with cameras, give their topics in images')
+    if (configurations['depth_image'], configurations['depth_camera_info']) != (
+            'depth/image', 'depth/camera_info'):
+        raise RuntimeError('depth_image and depth_camera_info are for one camera: with cameras, '
+                           'camera C reads C/depth/image and C/depth/camera_info (remap those)')
     if images and len(images) != len(cameras):
         raise RuntimeError(f'images names {len(images)} topics for {len(cameras)} cameras '
                            f'({", ".join(cameras)}): give one topic per camera, in their order')

@@ -123,6 +123,13 @@ PARAMETERS = (
     ParameterSpec('cameras', [],
                   'Camera names; camera C reads C/image and publishes C/annotated_image, ... '
                   'Empty: one camera on image.', fixed=True),
+    ParameterSpec('depth', False,
+                  '3D from a depth camera: read depth/image (16UC1/mono16 in mm or 32FC1 in m, '
+                  'registered to the colour image) and depth/camera_info; publish detections_3d, '
+                  'markers and points.', fixed=True),
+    ParameterSpec('depth_tolerance', 0.02,
+                  'Largest stamp difference (s) between a colour frame and the depth image '
+                  'paired with it; a frame without one gets no 3D outputs.', low=0.0, high=1.0),
     ParameterSpec('autostart', True,
                   'Configure and activate at start; false waits, unconfigured, for a lifecycle '
                   'manager.'),

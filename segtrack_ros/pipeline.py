@@ -24,6 +24,7 @@ import numpy as np
 from segtrack_ros.core import labels
 from segtrack_ros.core.render import Renderer
 from segtrack_ros.core.stats import PipelineStats
+from segtrack_ros.depth_stage import BAD_DEPTH_ERRORS, DEPTH_OUTPUTS, DepthInput
 from segtrack_ros.io import image_codec
 
 OUTPUTS = ('detections', 'instance_mask', 'class_mask', 'annotated_image',
@@ -59,8 +60,9 @@ class FrameResult:
 class _Stream:
     """The state of one stream; `renderer` belongs to the thread that draws."""
 
-    def __init__(self, name, render_config):
+    def __init__(self, name, render_config, depth=None):
         self.name = name
+        self.depth = depth  # a DepthInput, with depth
         self.renderer = Renderer(render_config)
         self.render_config = render_config
         self.resets = 0
@@ -85,9 +87,12 @@ class FramePipeline:
 
     def __init__(self, segmenter, render_config, streams=('default',),
                  max_input_pixels=image_codec.DEFAULT_MAX_PIXELS, report=None,
-                 deserialize=None, now=time.time):
+                 deserialize=None, now=time.time, depth_tolerance=None):
         self.segmenter = segmenter
-        self.streams = {name: _Stream(name, render_config) for name in streams}
+        # with a depth_tolerance, each stream takes depth images (`streams[name].depth`)
+        self.streams = {name: _Stream(name, render_config, None if depth_tolerance is None
+                                      else DepthInput(depth_tolerance, max_input_pixels))
+                        for name in streams}
         self.max_input_pixels = max_input_pixels
         self._report = report or (lambda kind, stream, text: None)
         self._deserialize = deserialize
@@ -235,6 +240,10 @@ class FramePipeline:
                 images[name] = label_image(detections, owner)
                 if header is not None:
                     messages[name] = image_codec.to_image_msg(images[name], 'mono16', header)
+        depth = self.streams[result.stream].depth
+        if depth is not None and header is not None and wanted & set(DEPTH_OUTPUTS):
+            owner = labels.owner_image(detections) if owner is None else owner
+            self._depth_outputs(result, depth, owner, wanted)
         if wanted & {'annotated_image', 'annotated_image/compressed'}:
             images['annotated'] = self._draw(result, owner)
             if header is not None and 'annotated_image' in wanted:
@@ -244,6 +253,23 @@ class FramePipeline:
                 messages['annotated_image/compressed'] = image_codec.to_compressed_msg(
                     images['annotated'], header)
         result.frame = None  # the input frame is not needed any more: free it early
+
+    def _depth_outputs(self, result, depth, owner, wanted):
+        """Add a frame's 3D messages; a bad depth input is reported, its 2D outputs stand."""
+        detections = result.detections
+        colours = names = None
+        if 'markers' in wanted:  # the 2D look: colours and labels as this frame is drawn
+            look = Renderer(result._drawing[0])
+            colours = look.instance_colors(detections)
+            names = [look.label(detections, index) for index in range(len(detections))]
+        depth.max_pixels = self.max_input_pixels
+        try:
+            result.messages.update(depth.outputs(detections, result.header, wanted, owner,
+                                                 colours, names))
+        except BAD_DEPTH_ERRORS as error:
+            self.streams[result.stream].stats.count('bad_inputs')
+            self._report('bad_input', result.stream,
+                         f'bad depth input, no 3D outputs for this frame: {error}')
 
     def _draw(self, result, owner):
         state = self.streams[result.stream]

@@ -22,7 +22,7 @@ API_LAUNCH_ARGUMENTS = {'device', 'color_mode', 'mode', 'model', 'image', 'param
 COMMON_ARGUMENTS = {'model', 'device', 'mode', 'color_mode', 'qos_reliability', 'autostart',
                     'use_sim_time', 'log_level', 'namespace', 'params_file', 'rviz'}
 PLUMBING_ARGUMENTS = {'image', 'cameras', 'images', 'params_file', 'namespace', 'log_level',
-                      'rviz'}
+                      'rviz', 'depth_image', 'depth_camera_info'}
 PUBLISHER_ARGUMENTS = {'source', 'rate', 'loop'}
 ROS_PARAMETERS = {'use_sim_time'}  # rclpy's own
 BOOLEAN = ('true', 'false')

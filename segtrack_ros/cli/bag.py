@@ -16,12 +16,19 @@ import time
 
 from segtrack_ros.cli.common import (add_segmenter_arguments, check_args, make_segmenter,
                                      ordered_results, render_config, run_main, Summary)
+from segtrack_ros.depth_stage import DEPTH_OUTPUTS
+from segtrack_ros.io import depth_msg
 from segtrack_ros.io.bag_io import (BagError, check_namespace, check_output, copy_definition,
                                     DEFAULT_NAMESPACE, deserialize_image, InputBag, output_topics,
                                     OUTPUT_TYPES, output_typestore, OutputBag, STORAGES)
+from segtrack_ros.params import BY_NAME
 from segtrack_ros.pipeline import FramePipeline, OUTPUTS
 
 LISTED_SKIPS = 10  # malformed frames named one by one in the summary; the rest are counted
+DEPTH_OUTPUT_TYPES = {'detections_3d': 'vision_msgs/msg/Detection3DArray',
+                      'markers': 'visualization_msgs/msg/MarkerArray',
+                      'points': 'sensor_msgs/msg/PointCloud2'}
+CAMERA_INFO = 'sensor_msgs/msg/CameraInfo'
 
 
 @dataclass(frozen=True)
@@ -89,6 +96,15 @@ def add_bag_arguments(parser):
                         help='prefix of the output topics (default /segtrack; / for none)')
     parser.add_argument('--no-copy', action='store_true',
                         help="write only the outputs, not the input's messages")
+    parser.add_argument('--depth-topic', action='append',
+                        help='depth image (16UC1/mono16 mm, 32FC1 m) registered to the --topic '
+                             'of the same position: adds detections_3d, markers, points')
+    parser.add_argument('--camera-info-topic', action='append',
+                        help='CameraInfo of the --depth-topic of the same position')
+    parser.add_argument('--depth-tolerance', type=float,
+                        default=BY_NAME['depth_tolerance'].default,
+                        help='largest stamp difference (s) of a colour frame and its depth image '
+                             '(default %(default)s)')
 
 
 class BagRun:
@@ -103,10 +119,38 @@ class BagRun:
         self.images = {topic: bag.image_connections(topic) for topic in topics}
         self.types = {topic: connections[0].msgtype for topic, connections in self.images.items()}
         self.topics = {topic: output_topics(topic, namespace) for topic in self.types}
+        self.depth = self._depth_inputs(list(topics))
+        for topic in self.depth:
+            base = self.topics[topic]['detections'].rsplit('/', 1)[0]
+            self.topics[topic].update({name: f'{base}/{name}' for name in DEPTH_OUTPUT_TYPES})
         self._check_output_names()
         self.store = output_typestore()
         self.copies = [] if args.no_copy else self._copyable()
         self.frames_read = 0
+
+    def _depth_inputs(self, topics):
+        """Return {image topic: (depth connections, camera info connections)}; check them."""
+        depth_topics = self.args.depth_topic or []
+        info_topics = self.args.camera_info_topic or []
+        if not depth_topics and not info_topics:
+            return {}
+        if not len(depth_topics) == len(info_topics) == len(topics):
+            raise BagError(f'give one --depth-topic and one --camera-info-topic per --topic, in '
+                           f'the same order: got {len(topics)} --topic, {len(depth_topics)} '
+                           f'--depth-topic, {len(info_topics)} --camera-info-topic')
+        inputs = {}
+        for topic, depth, info in zip(topics, depth_topics, info_topics):
+            depth, info = '/' + depth.lstrip('/'), '/' + info.lstrip('/')
+            depth_connections = self.bag.image_connections(depth)
+            if depth_connections[0].msgtype != 'sensor_msgs/msg/Image':
+                raise BagError(f"--depth-topic '{depth}' is {depth_connections[0].msgtype}: "
+                               'give the raw depth image (sensor_msgs/Image)')
+            info_connections = [c for c in self.bag.connections if c.topic == info]
+            if not info_connections or any(c.msgtype != CAMERA_INFO for c in info_connections):
+                raise BagError(f"--camera-info-topic '{info}' is not a {CAMERA_INFO} topic of "
+                               f"bag '{self.bag.path}'")
+            inputs[topic] = (depth_connections, info_connections)
+        return inputs
 
     def _check_output_names(self):
         inputs = set() if self.args.no_copy else {c.topic for c in self.bag.connections}
@@ -143,14 +187,19 @@ class BagRun:
         segmenter.reset()  # a segmenter may come from the previous bag
         summary = BagSummary(topics=len(self.topics))
         pipeline = FramePipeline(segmenter, render_config(self.args), streams=tuple(self.topics),
-                                 deserialize=self._deserialize)
+                                 deserialize=self._deserialize,
+                                 depth_tolerance=self.args.depth_tolerance)
+        for topic, stream in pipeline.streams.items():
+            if topic not in self.depth:
+                stream.depth = None
         start = time.perf_counter()
         with OutputBag(self.target, self.args.storage) as output:
             copied = {connection.id: output.add_connection(
                 connection.topic, connection.msgtype, *definition,
                 connection.ext.offered_qos_profiles) for connection, definition in self.copies}
+            types = {**OUTPUT_TYPES, **DEPTH_OUTPUT_TYPES}
             results = {topic: {name: output.add_connection(
-                full_name, OUTPUT_TYPES[name], *self._definition(OUTPUT_TYPES[name]))
+                full_name, types[name], *self._definition(types[name]))
                 for name, full_name in names.items()} for topic, names in self.topics.items()}
             self._process(pipeline, output, copied, results, summary, progress)
         summary.seconds = time.perf_counter() - start  # up to the last byte on disk
@@ -161,32 +210,56 @@ class BagRun:
         return (self.store.generate_msgdef(msgtype, ros_version=2)[0],
                 self.store.hash_rihs01(msgtype))
 
-    def _frames(self, output, copied, summary):
+    def _frames(self, pipeline, output, copied, summary):
         """
         Yield (topic, CDR bytes, (bag time, frame number)) for the pipeline; copy as it reads.
 
         Runs on the pipeline's decoding thread; the output bag takes writes from any thread.
-        Reading stops at the first frame past --max-frames.
+        Reading stops at the first frame past --max-frames. With depth, a frame is yielded only
+        once its camera's depth images up to its stamp plus the tolerance have been read (or
+        the bag ended): the 3D outputs do not depend on how far the reading got.
         """
         image_ids = {c.id for connections in self.images.values() for c in connections}
-        wanted = [c for c in self.bag.connections if c.id in image_ids or c.id in copied]
+        depth_ids = {c.id: (topic, kind) for topic, connections in self.depth.items()
+                     for kind, group in zip(('image', 'info'), connections) for c in group}
+        wanted = [c for c in self.bag.connections
+                  if c.id in image_ids or c.id in copied or c.id in depth_ids]
+        tolerance = self.args.depth_tolerance
+        read_up_to = {topic: -float('inf') for topic in self.depth}  # newest depth stamp read
+        waiting = []
         for connection, bag_time, data in self.bag.messages(wanted):
             is_frame = connection.id in image_ids
             if is_frame and self.frames_read == self.args.max_frames and self.args.max_frames:
-                return
+                break
             if connection.id in copied:
                 output.write(copied[connection.id], bag_time, data)
                 summary.copied += 1
+            if connection.id in depth_ids:
+                topic, kind = depth_ids[connection.id]
+                message = depth_msg.from_cdr(data, kind)
+                depth = pipeline.streams[topic].depth
+                if kind == 'info':
+                    depth.put_info(message)
+                else:
+                    depth.put_image(message)
+                    read_up_to[topic] = max(read_up_to[topic], depth_msg.cdr_stamp(data))
             if is_frame:
                 self.frames_read += 1
-                yield connection.topic, data, (bag_time, self.frames_read)
+                stamp = depth_msg.cdr_stamp(data) if connection.topic in self.depth else None
+                waiting.append((stamp, (connection.topic, data, (bag_time, self.frames_read))))
+            while waiting and (waiting[0][0] is None
+                               or read_up_to[waiting[0][1][0]] > waiting[0][0] + tolerance):
+                yield waiting.pop(0)[1]
+        for _, item in waiting:
+            yield item
 
     def _deserialize(self, topic, data):
         """Turn the CDR bytes of a frame of `topic` into rclpy's Image or CompressedImage."""
         return deserialize_image(data, self.types[topic])
 
     def _process(self, pipeline, output, copied, results, summary, progress):
-        with ordered_results(pipeline, self._frames(output, copied, summary), OUTPUTS,
+        wanted = OUTPUTS + (DEPTH_OUTPUTS if self.depth else ())
+        with ordered_results(pipeline, self._frames(pipeline, output, copied, summary), wanted,
                              self.total_frames(), progress, 'segtrack-bag') as (ordered, bar):
             for result in ordered:
                 bag_time, frame_number = result.tag

@@ -30,15 +30,16 @@ from segtrack_ros.pipeline import FramePipeline
 from segtrack_ros.ros.input_health import InputHealth
 from segtrack_ros.ros.program import run_node
 from segtrack_ros.runners import LiveRunner
-from sensor_msgs.msg import CompressedImage, Image
+from sensor_msgs.msg import CameraInfo, CompressedImage, Image, PointCloud2
 from std_msgs.msg import Header
 from std_srvs.srv import Trigger
 
 try:
     from segtrack_ros.io.detection_msg import to_label_info
-    from vision_msgs.msg import Detection2DArray, LabelInfo
+    from vision_msgs.msg import Detection2DArray, Detection3DArray, LabelInfo
+    from visualization_msgs.msg import MarkerArray
 except ImportError:  # vision_msgs not installed: every other output still works
-    Detection2DArray = LabelInfo = None
+    Detection2DArray = Detection3DArray = LabelInfo = MarkerArray = None
 
 THROTTLE_SECONDS = 5.0
 SEGMENTER_FIELDS = ('mode', 'tracker', 'conf', 'iou', 'imgsz', 'max_det', 'classes',
@@ -106,6 +107,8 @@ class Camera:
         self.prefix = f'{name}/' if name else ''
         self.subscription = None
         self.health = None
+        self.depth_subscriptions = []
+        self.depth_health = None
         self.publishers = {}
         self.label_info = None
 
@@ -174,7 +177,8 @@ class SegTrackNode(LifecycleNode):
             segmenter, self._render_config(values), streams=names,
             max_input_pixels=values['max_input_pixels'], report=self._report,
             deserialize=lambda stream, data: deserialize_message(data, self._input_type),
-            now=lambda: self.get_clock().now().nanoseconds * 1e-9)
+            now=lambda: self.get_clock().now().nanoseconds * 1e-9,
+            depth_tolerance=values['depth_tolerance'] if values['depth'] else None)
         for camera in self._cameras:
             self._make_publishers(camera)
         # On a CPU model with a torch thread per core, a second thread drawing and publishing
@@ -200,6 +204,7 @@ class SegTrackNode(LifecycleNode):
         for camera in self._cameras:
             self.destroy_subscription(camera.subscription)
             camera.subscription = camera.health = None
+            self._unsubscribe_depth(camera)
         self._runner.clear()
         return super().on_deactivate(state)
 
@@ -220,6 +225,7 @@ class SegTrackNode(LifecycleNode):
         for camera in self._cameras:
             if camera.subscription is not None:
                 self.destroy_subscription(camera.subscription)
+            self._unsubscribe_depth(camera)
             for publisher in (*camera.publishers.values(), camera.label_info):
                 if publisher is not None:
                     self.destroy_publisher(publisher)
@@ -272,6 +278,9 @@ class SegTrackNode(LifecycleNode):
         if configured:
             self._pipeline.max_input_pixels = new['max_input_pixels']
             self._pipeline.configure(self._render_config(new), **self._segmenter_values(new))
+            for stream in self._pipeline.streams.values():
+                if stream.depth is not None:
+                    stream.depth.tolerance = new['depth_tolerance']
             if new['conf'] != old['conf']:
                 for camera in self._cameras:
                     if camera.subscription is not None:  # inactive: activation announces it
@@ -324,6 +333,11 @@ class SegTrackNode(LifecycleNode):
             qos_overriding_options=overrides)
         camera.label_info = self.create_publisher(LabelInfo, camera.prefix + 'label_info',
                                                   LABEL_INFO_QOS, qos_overriding_options=overrides)
+        if self._values['depth']:
+            for name, kind in (('detections_3d', Detection3DArray), ('markers', MarkerArray),
+                               ('points', PointCloud2)):
+                camera.publishers[name] = self.create_publisher(
+                    kind, camera.prefix + name, OUTPUT_QOS, qos_overriding_options=overrides)
 
     def _subscribe(self, camera):
         """
@@ -353,6 +367,38 @@ class SegTrackNode(LifecycleNode):
             self._input_type, topic, on_image, qos, raw=True,
             event_callbacks=health.event_callbacks(),
             qos_overriding_options=QoSOverridingOptions(SUBSCRIPTION_OVERRIDES))
+        if self._values['depth']:
+            self._subscribe_depth(camera, qos)
+
+    def _subscribe_depth(self, camera, qos):
+        """
+        Subscribe to a camera's depth image and its camera info (same QoS as the image).
+
+        Their messages are kept by the stream's `DepthInput`, newest only, until a colour frame
+        is paired with one.
+        """
+        depth = self._pipeline.streams[camera.name].depth
+        topic = camera.prefix + 'depth/image'
+        camera.depth_health = InputHealth(self, topic, Image)
+        health = camera.depth_health
+
+        def on_depth(message):
+            health.received()
+            depth.put_image(message)
+
+        camera.depth_subscriptions = [
+            self.create_subscription(Image, topic, on_depth, qos,
+                                     event_callbacks=health.event_callbacks()),
+            self.create_subscription(CameraInfo, camera.prefix + 'depth/camera_info',
+                                     depth.put_info, qos)]
+
+    def _unsubscribe_depth(self, camera):
+        for subscription in camera.depth_subscriptions:
+            self.destroy_subscription(subscription)
+        camera.depth_subscriptions, camera.depth_health = [], None
+        depth = self._pipeline.streams[camera.name].depth if self._pipeline else None
+        if depth is not None:
+            depth.clear()
 
     def _publish_label_info(self, camera):
         if camera.label_info is not None:
@@ -427,9 +473,12 @@ class SegTrackNode(LifecycleNode):
         problem, explanation = camera.health.check() if camera.health else ('none', '')
         figures['input_problem'] = problem
         figures['state'] = state
-        warn = figures['recent_problems'] or problem != 'none'
+        depth_problem, depth_explanation = self._depth_status(camera, figures)
+        warn = figures['recent_problems'] or problem != 'none' or depth_problem != 'none'
         if problem != 'none':
             text = f'input problem {problem}: {explanation}'
+        elif depth_problem != 'none':
+            text = f'depth problem {depth_problem}: {depth_explanation}'
         elif figures['recent_problems']:
             text = f"{figures['recent_problems']} bad inputs or errors in the last few seconds"
         elif state != 'active':
@@ -443,6 +492,19 @@ class SegTrackNode(LifecycleNode):
             level=DiagnosticStatus.WARN if warn else DiagnosticStatus.OK, message=text,
             values=[KeyValue(key=key, value=f'{value:.3f}' if isinstance(value, float)
                              else str(value)) for key, value in figures.items()])
+
+    def _depth_status(self, camera, figures):
+        """Add a camera's depth figures and `depth_problem`; return the problem, explained."""
+        depth = self._pipeline.streams[camera.name].depth
+        if depth is None:
+            return 'none', ''
+        figures.update(depth.figures())
+        problem, explanation = (camera.depth_health.check() if camera.depth_health
+                                else ('none', ''))
+        if problem == 'none':
+            problem, explanation = depth.problem()
+        figures['depth_problem'] = problem
+        return problem, explanation
 
     def destroy_node(self):
         """Close the pipeline, then the node."""
