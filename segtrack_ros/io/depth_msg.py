@@ -20,7 +20,7 @@ from segtrack_ros.core.geometry import Camera
 from segtrack_ros.core.labels import mask_values
 from sensor_msgs.msg import CameraInfo, Image, PointCloud2, PointField
 from std_msgs.msg import ColorRGBA
-from vision_msgs.msg import (BoundingBox3D, Detection3D, Detection3DArray,
+from vision_msgs.msg import (BoundingBox3D, Detection3D, Detection3DArray, ObjectHypothesis,
                              ObjectHypothesisWithPose)
 from visualization_msgs.msg import Marker, MarkerArray
 
@@ -113,20 +113,25 @@ def to_detection3d_array(located, detections, header):
     """
     message = Detection3DArray(header=header)
     values = mask_values(detections.ids)
-    template = Detection3D(header=header)
-    for index, centroid, centre, size in zip(located.indices.tolist(), located.centroids,
-                                             located.box_centres, located.box_sizes):
-        # A shallow copy of a template, with new sub-messages for what differs: a message's
-        # constructor builds every nested default and costs far more (300 instances).
-        detection = copy.copy(template)
+    # Shallow copies of templates, with new sub-messages where they differ: a message's
+    # constructor builds every nested default (a PoseWithCovariance its 36-value array), which
+    # for hundreds of instances cost more than locating them. So the detections share what
+    # does not differ (header, orientation, covariance): replace those, do not mutate them.
+    detection_template, result_template = Detection3D(header=header), ObjectHypothesisWithPose()
+    box_template, pose = BoundingBox3D(), Pose()
+    for index, centroid, centre, size in zip(located.indices.tolist(), located.centroids.tolist(),
+                                             located.box_centres.tolist(),
+                                             located.box_sizes.tolist()):
+        detection, result = copy.copy(detection_template), copy.copy(result_template)
         detection.id = str(int(values[index]))
-        result = ObjectHypothesisWithPose()
-        result.hypothesis.class_id = detections.class_names[index]
-        result.hypothesis.score = float(detections.scores[index])
-        result.pose.pose.position = _point(centroid)
+        result.hypothesis = ObjectHypothesis(class_id=detections.class_names[index],
+                                             score=float(detections.scores[index]))
+        result.pose = copy.copy(result_template.pose)
+        result.pose.pose = _pose(centroid, pose)
         detection.results = [result]
-        detection.bbox = BoundingBox3D(center=Pose(position=_point(centre)),
-                                       size=Vector3(**_xyz(size)))
+        detection.bbox = copy.copy(box_template)
+        detection.bbox.center = _pose(centre, pose)
+        detection.bbox.size = Vector3(x=size[0], y=size[1], z=size[2])
         message.detections.append(detection)
     return message
 
@@ -138,20 +143,22 @@ def to_marker_array(located, colours, labels, header):
     `colours` (BGR, 0..255) and `labels` are per instance of the detections, as drawn in 2D.
     The first marker deletes every marker of the previous frame.
     """
-    template = Marker(header=header, ns=MARKER_NAMESPACE, action=Marker.ADD)
+    template, pose = Marker(header=header, ns=MARKER_NAMESPACE, action=Marker.ADD), Pose()
     markers = [Marker(header=header, ns=MARKER_NAMESPACE, action=Marker.DELETEALL)]
-    for number, (index, centre, size) in enumerate(zip(located.indices.tolist(),
-                                                       located.box_centres, located.box_sizes)):
+    sizes = np.maximum(located.box_sizes, 1e-3)  # rviz hides a box of zero thickness
+    text_sizes = np.clip(0.075 * located.box_centres[:, 2], 0.03, 0.5)  # readable at its depth
+    for number, (index, centre, size, text_size) in enumerate(zip(
+            located.indices.tolist(), located.box_centres.tolist(), sizes.tolist(),
+            text_sizes.tolist())):
         blue, green, red = (channel / 255.0 for channel in colours[index])
-        # shallow copies of a template, as in to_detection3d_array: Marker() is costly
-        box, text = copy.copy(template), copy.copy(template)
+        box, text = copy.copy(template), copy.copy(template)  # as in to_detection3d_array
         box.id, box.type = 2 * number, Marker.CUBE
-        box.pose = Pose(position=_point(centre))
-        box.scale = Vector3(**_xyz(np.maximum(size, 1e-3)))  # rviz hides a flat box
+        box.pose = _pose(centre, pose)
+        box.scale = Vector3(x=size[0], y=size[1], z=size[2])
         box.color = ColorRGBA(r=red, g=green, b=blue, a=MARKER_ALPHA)
         text.id, text.type, text.text = 2 * number + 1, Marker.TEXT_VIEW_FACING, labels[index]
-        text.pose = Pose(position=_point((centre[0], centre[1] - size[1] / 2, centre[2])))
-        text.scale = Vector3(z=float(np.clip(0.15 * centre[2] / 2, 0.03, 0.5)))  # readable
+        text.pose = _pose((centre[0], centre[1] - size[1] / 2, centre[2]), pose)
+        text.scale = Vector3(z=text_size)
         text.color = ColorRGBA(r=red, g=green, b=blue, a=1.0)
         markers += [box, text]
     return MarkerArray(markers=markers)
@@ -176,10 +183,8 @@ def to_point_cloud(located, detections, header):
     return message
 
 
-def _xyz(values):
-    x, y, z = (float(value) for value in values)
-    return {'x': x, 'y': y, 'z': z}
-
-
-def _point(values):
-    return Point(**_xyz(values))
+def _pose(values, template):
+    """Return a Pose at (x, y, z), a shallow copy of `template` (identity orientation)."""
+    pose = copy.copy(template)
+    pose.position = Point(x=float(values[0]), y=float(values[1]), z=float(values[2]))
+    return pose
