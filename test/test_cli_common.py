@@ -55,11 +55,11 @@ def test_values_reach_the_segmenter_and_the_renderer(program):
 
 @pytest.mark.parametrize('program', PROGRAMS)
 def test_a_parameter_given_a_flag_needs_no_other_code(program, monkeypatch):
-    """`half` has no flag in the table; given one, both programs take it to the segmenter."""
-    half = replace(BY_NAME['half'], flag='--half')
-    monkeypatch.setattr(common, 'FLAGGED', (*common.FLAGGED, half))
-    assert common.segmenter_config(parse(program, '--half')).half is True
-    assert common.segmenter_config(parse(program)).half is False
+    """`retina_masks` has no flag in the table; given one, both programs take it along."""
+    retina = replace(BY_NAME['retina_masks'], flag='--retina-masks')
+    monkeypatch.setattr(common, 'FLAGGED', (*common.FLAGGED, retina))
+    assert common.segmenter_config(parse(program, '--retina-masks')).retina_masks is True
+    assert common.segmenter_config(parse(program)).retina_masks is False
 
 
 @pytest.mark.parametrize('flags, message', [

@@ -58,6 +58,9 @@ PROVIDED_BY = {
 # Imports of development commands only, which no robot runs, with the reason.
 DEVELOPMENT_ONLY = {
     'motmetrics': 'segtrack-eval (make eval) only; requirements-dev.txt has it, rosdep has no key',
+    'trackeval': 'segtrack-eval --trackers only; requirements-dev.txt has it, rosdep has no key',
+    'ray': 'segtrack-fleet, an optional extra (segtrack_ros[fleet], requirements-fleet.txt); '
+           'a robot running the node does not need it, rosdep has no key',
 }
 
 # Declared run-time dependencies that no import or launch file shows, with the reason.
