@@ -6,6 +6,7 @@ The environment is set before anything imports rclpy or ultralytics, unless the 
 
 import os
 import random
+import socket
 
 os.environ.setdefault('ROS_AUTOMATIC_DISCOVERY_RANGE', 'LOCALHOST')
 os.environ.setdefault('ROS_DOMAIN_ID', str(random.randint(1, 100)))
@@ -79,3 +80,18 @@ def untrained_weights(tmp_path_factory, test_video):
                > 1 for size in (160, 320)):
             return str(path)
     raise AssertionError('no untrained model found instances')
+
+
+@pytest.fixture
+def no_network(monkeypatch):
+    """Record (and refuse) every attempt to resolve a host name or open a connection."""
+    attempts = []
+
+    def refuse(*args, **kwargs):
+        attempts.append(args)
+        raise OSError('network use in a test')
+
+    monkeypatch.setattr(socket, 'getaddrinfo', refuse)
+    monkeypatch.setattr(socket, 'create_connection', refuse)
+    monkeypatch.setattr(socket.socket, 'connect', refuse)
+    return attempts

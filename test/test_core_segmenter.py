@@ -8,7 +8,7 @@ box at the model's resolution, match ultralytics' own upscaled ones (`ops.scale_
 the tolerance of issue 13: a mask IoU of at least 0.98 per instance.
 """
 
-import socket
+import threading
 import time
 
 from conftest import UNTRAINED_CONF
@@ -210,21 +210,6 @@ def test_gpu_device_refused_by_segmenter(weights):
         Segmenter(SegmenterConfig(model=weights, device='cuda:0'))
 
 
-@pytest.fixture
-def no_network(monkeypatch):
-    """Record (and refuse) every attempt to resolve a host name or open a connection."""
-    attempts = []
-
-    def refuse(*args, **kwargs):
-        attempts.append(args)
-        raise OSError('network use in a test')
-
-    monkeypatch.setattr(socket, 'getaddrinfo', refuse)
-    monkeypatch.setattr(socket, 'create_connection', refuse)
-    monkeypatch.setattr(socket.socket, 'connect', refuse)
-    return attempts
-
-
 def test_missing_model_path_fails_fast_offline(no_network, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     start = time.perf_counter()
@@ -233,6 +218,21 @@ def test_missing_model_path_fails_fast_offline(no_network, tmp_path, monkeypatch
     assert time.perf_counter() - start < 10
     assert no_network == []
     assert list(tmp_path.iterdir()) == [], 'nothing should be downloaded'
+
+
+@pytest.mark.parametrize('model', ['missing/model.pt', 'yolov8n.yaml'])
+def test_failed_segmenter_leaves_no_thread(model, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+
+    def segmenter_threads():
+        return [thread for thread in threading.enumerate()
+                if thread.name.startswith('segmenter')]
+
+    before = segmenter_threads()
+    for _ in range(2):
+        with pytest.raises(SegmenterError):
+            Segmenter(SegmenterConfig(model=model, device='cpu'))
+    assert segmenter_threads() == before
 
 
 def test_truncated_model_file(weights, tmp_path):

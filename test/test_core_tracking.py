@@ -6,7 +6,6 @@ alone, one model per camera. The segmenter infers the cameras' frames as one bat
 each camera the same ids, boxes and masks, for every tracker type, with and without ReID.
 """
 
-import socket
 import time
 
 import numpy as np
@@ -175,21 +174,6 @@ def test_reid_model_loaded_once_and_shared(tmp_path, cameras, reid_file):
     trackers = segmenter._tracking._trackers.values()
     assert len(trackers) == 2
     assert all(tracker.encoder is segmenter._tracking.encoder for tracker in trackers)
-
-
-@pytest.fixture
-def no_network(monkeypatch):
-    """Record (and refuse) every attempt to resolve a host name or open a connection."""
-    attempts = []
-
-    def refuse(*args, **kwargs):
-        attempts.append(args)
-        raise OSError('network use in a test')
-
-    monkeypatch.setattr(socket, 'getaddrinfo', refuse)
-    monkeypatch.setattr(socket, 'create_connection', refuse)
-    monkeypatch.setattr(socket.socket, 'connect', refuse)
-    return attempts
 
 
 @pytest.mark.parametrize('model, message', [

@@ -154,15 +154,18 @@ class Segmenter:
         # Every torch call runs on this one thread, whichever thread calls the segmenter: the
         # OpenMP runtime (libgomp) gives each calling thread its own worker pool, and once more
         # pool threads exist than cores, the workers sleep between parallel regions instead of
-        # spinning. Measured with yolov8n-seg at 640 on 2 cores: 64 ms per frame on the thread
-        # that loaded the model, 80-85 ms on a second one (34 000 context switches vs 700).
+        # spinning, which slows every frame (figures in bench/node-notes.md).
         self._torch_thread = ThreadPoolExecutor(1, thread_name_prefix='segmenter')
-        self._model = self._on_torch_thread(self._load_model)
-        self._on_torch_thread(self._warm_up)
-        self._on_torch_thread(self._openvino_precision)
-        self._on_torch_thread(self._adopt_fixed_shape)
-        if config.mode == 'track':
-            self._on_torch_thread(self._set_tracking, config.tracker)
+        try:
+            self._model = self._on_torch_thread(self._load_model)
+            self._on_torch_thread(self._warm_up)
+            self._on_torch_thread(self._openvino_precision)
+            self._on_torch_thread(self._adopt_fixed_shape)
+            if config.mode == 'track':
+                self._on_torch_thread(self._set_tracking, config.tracker)
+        except BaseException:
+            self._torch_thread.shutdown()  # a failed configure must not leave a thread behind
+            raise
 
     @property
     def leaves_cpu_free(self):
