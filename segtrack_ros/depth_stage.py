@@ -68,9 +68,9 @@ class DepthInput:
         """Keep the newest camera info (sensor_msgs/CameraInfo) of the depth image."""
         self._info = message
 
-    def clear(self):
-        """Forget the kept depth images (e.g. on deactivation)."""
-        self._pairer.clear()
+    def clear(self, after=None):
+        """Forget the kept depth images (e.g. on deactivation), or those stamped after `after`."""
+        self._pairer.clear(after)
 
     def outputs(self, detections, header, wanted, owner, colours=None, labels=None):
         """

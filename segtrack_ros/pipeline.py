@@ -222,6 +222,8 @@ class FramePipeline:
                          f'{stamp:.1f} s: a looping bag or a restarted camera?): tracks reset')
             self.segmenter.reset(result.stream)
             state.resets += 1
+            if state.depth is not None:  # the old recording's depth pairs with nothing now
+                state.depth.clear(after=stamp + STAMP_JUMP_SECONDS)
         state.last_stamp = stamp
 
     def _finish(self, result, wanted):

@@ -177,3 +177,11 @@ def test_colour_at_30_hz_and_depth_at_15_hz_pair_only_within_the_tolerance():
             paired += 1
             assert abs(item - stamp) <= 0.02
     assert paired == 30  # every other colour frame has a depth frame 10 ms away
+
+
+def test_stamp_pairer_pairs_again_after_stamps_jump_back():
+    pairer = StampPairer(tolerance=0.02)
+    pairer.put(100.0, 'old')
+    for index in range(16):  # a looping bag, a restarted camera: stamps start again at 0
+        pairer.put(index * 0.1, index)
+    assert pairer.pair(1.0)[0] == 10

@@ -321,6 +321,8 @@ class StampPairer:
     def put(self, stamp, item):
         """Keep `item` (a depth frame) taken at `stamp` seconds, forgetting the oldest."""
         with self._lock:
+            if self._frames and stamp < self._frames[-1][0] - self._keep_seconds:
+                self._frames.clear()  # stamps jumped back (a looping bag): the kept are stale
             self._frames.append((stamp, item))
             self._frames.sort(key=lambda frame: frame[0])
             newest = self._frames[-1][0]
@@ -338,7 +340,8 @@ class StampPairer:
             self._frames = [frame for frame in frames if frame[0] >= stamp - self.tolerance]
         return (item if abs(offset) <= self.tolerance else None), offset
 
-    def clear(self):
-        """Forget every kept frame (e.g. when the node is deactivated)."""
+    def clear(self, after=None):
+        """Forget every kept frame (e.g. on deactivation), or those stamped after `after`."""
         with self._lock:
-            self._frames.clear()
+            self._frames = [] if after is None else [
+                frame for frame in self._frames if frame[0] <= after]
