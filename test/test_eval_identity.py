@@ -1,5 +1,7 @@
 """Tests of segtrack_ros.eval.occlusion (the scenes) and eval.identity (the identity figures)."""
 
+import sys
+
 import numpy as np
 import pytest
 from segtrack_ros.eval.evaluate import FrameResult, MIN_AREA
@@ -83,3 +85,12 @@ def test_reid_variant_of_a_shipped_tracker(tmp_path):
     settings = YAML.load(tracker_file('botsort.yaml+reid', tmp_path))
     assert settings['tracker_type'] == 'botsort'
     assert settings['with_reid'] is True and settings['model'] == 'auto'
+
+
+def test_trackers_without_trackeval_name_the_fix(monkeypatch, capsys):
+    from segtrack_ros.eval.evaluate import main
+
+    monkeypatch.setitem(sys.modules, 'trackeval', None)  # import trackeval fails
+    with pytest.raises(SystemExit) as exit_:
+        main(['--trackers', 'bytetrack.yaml'])
+    assert 'pip install trackeval' in str(exit_.value.code)

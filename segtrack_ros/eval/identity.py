@@ -201,6 +201,15 @@ def same_as_ultralytics(config, frames, model, imgsz, conf):
     return True
 
 
+def require_trackeval():
+    """Exit with one line naming what to install when trackeval (a dev requirement) is missing."""
+    try:
+        import trackeval  # noqa: F401
+    except ImportError:
+        raise SystemExit('segtrack-eval --trackers needs trackeval: pip install trackeval '
+                         '(or make venv, which installs requirements-dev.txt)') from None
+
+
 def compare_trackers(trackers, model, imgsz=320, conf=0.25, check=True):
     """
     Run every tracker of `trackers` on every occlusion scene; return one row of figures each.
@@ -210,6 +219,7 @@ def compare_trackers(trackers, model, imgsz=320, conf=0.25, check=True):
     segmenter equals model.track on the first scene's first frames. Also returns the median
     inference ms per frame on the crowd scene, plain and with the features of ReID `auto`.
     """
+    require_trackeval()
     scenes = occlusion_scenes()
     runner = SceneRunner(model, imgsz, conf)
     rows = {name: {'sequences': {}, 'ms': {}} for name in trackers}
