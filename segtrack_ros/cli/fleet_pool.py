@@ -3,7 +3,7 @@ The Ray side of `segtrack-fleet`: the workers, and the driver that hands them ba
 
 A worker (`BagWorker`) is a Ray actor: it loads the model once, then runs `segtrack-bag`'s code
 (`cli.bag.process_bag`) on each bag it is given. `Fleet` keeps a pool of them busy, retries a
-failed bag, replaces a worker whose process died, and collects one summary row per bag.
+bag that may pass next time, replaces a worker whose process died, and collects one summary row per bag.
 """
 
 import argparse
@@ -20,7 +20,9 @@ from segtrack_ros.core.runtime import apply_process_defaults
 from segtrack_ros.core.segmenter import SegmenterError
 from segtrack_ros.io.bag_io import BagError
 
-RETRIES = 2  # attempts after the first, for a bag that failed or whose worker died
+RETRIES = 2  # attempts after the first, for a bag whose worker died or hit an unexpected error
+# Errors a bag's own content or options cause: the next attempt would fail the same way.
+DETERMINISTIC = (BagError, SegmenterError, UsageError)
 POLL_SECONDS = 1.0  # how often the frame counts of running bags are asked for
 ANSI_ESCAPE = re.compile(r'\x1b\[[0-9;]*m')
 
@@ -195,7 +197,10 @@ class Fleet:
 
     def _collect(self, task, path, name, attempt):
         """
-        Record one attempt's outcome (a failure with attempts left goes back in the queue).
+        Record one attempt's outcome; a failure that may pass next time goes back in the queue.
+
+        A worker that died or an unexpected exception is retried, while attempts are left; an
+        error of the bag itself (`DETERMINISTIC`: unreadable, bad options) is reported at once.
 
         Return whether the worker's process died.
         """
@@ -203,7 +208,8 @@ class Fleet:
             summary = self.ray.get(task)
         except self.ray.exceptions.RayError as error:
             _remove_partial(self.args.output_dir, name)  # left by a worker that died
-            if attempt <= RETRIES:
+            if attempt <= RETRIES and not isinstance(getattr(error, 'cause', None),
+                                                     DETERMINISTIC):
                 self.queue.append((path, name, attempt + 1))
             else:
                 self._fail(path, name, attempt, _reason(error))
@@ -241,7 +247,7 @@ class Fleet:
 def _reason(error):
     """Return the one-line reason of a Ray error: the bag's own error, else Ray's first line."""
     cause = getattr(error, 'cause', None)
-    if isinstance(cause, (BagError, SegmenterError, UsageError)):
+    if isinstance(cause, DETERMINISTIC):
         text = str(cause)
     elif isinstance(cause, Exception):
         text = f'{cause.__class__.__name__}: {cause}'
