@@ -120,3 +120,58 @@ def test_bad_depth_flags_are_one_line(recording, tmp_path, flags, message):
     code, _, err = run_cli([path, tmp_path / 'out', '--topic', COLOUR, *flags])
     assert code == 1 and message in err and len(err.strip().splitlines()) == 1, err
     assert not Path(tmp_path / 'out').exists()
+
+
+def gappy_recording(folder, frames=40, depth_frames=10):
+    """Write colour at 10 Hz with depth for the first `depth_frames` only, one of each broken."""
+    messages = []
+    for t in range(frames):
+        seconds = START + t / 10
+        image = np.full((48, 64, 3), 40 * (t % 5), np.uint8)
+        colour = image_codec.to_image_msg(image, 'bgr8', header(seconds, 'colour'))
+        messages.append((COLOUR, seconds, b'\x00\x01\x00\x00\x01' if t == 5 else colour))
+        if t < depth_frames:
+            depth = image_codec.to_image_msg(np.full((24, 32), 1000, np.uint16), 'mono16',
+                                             header(seconds, 'depth_optical'))
+            depth.encoding = '16UC1'
+            info = CameraInfo(header=header(seconds, 'depth_optical'), width=32, height=24,
+                              k=[30.0, 0.0, 16.0, 0.0, 30.0, 12.0, 0.0, 0.0, 1.0])
+            messages += [(INFO, seconds, info),
+                         (DEPTH, seconds + 0.001, b'\x00\x01\x00\x00' if t == 3 else depth)]
+    return write_bag(folder / 'gappy', 'mcap', [(topic, int(round(seconds * 1e9)), message)
+                                                for topic, seconds, message in messages], TYPES)
+
+
+DEPTH_FLAGS = ['--topic', COLOUR, '--depth-topic', DEPTH, '--camera-info-topic', INFO]
+
+
+def test_frames_wait_for_depth_only_a_while(tmp_path):
+    from segtrack_ros.cli import bag as bag_cli
+    from segtrack_ros.pipeline import FramePipeline
+
+    args = bag_cli.build_parser().parse_args(
+        [str(gappy_recording(tmp_path)), str(tmp_path / 'out'), '--no-copy', *DEPTH_FLAGS])
+    with bag_cli._checked(args, args.input, args.output) as run:
+        pipeline = FramePipeline(None, bag_cli.render_config(args), streams=(COLOUR,),
+                                 depth_tolerance=args.depth_tolerance)
+        lags = [run.frames_read - number
+                for _, _, (_, number) in run._frames(pipeline, None, {}, bag_cli.BagSummary())]
+    assert len(lags) == 40
+    assert max(lags) <= 21  # depth ended at 1 s: a frame waits 2 s of bag time, not to the end
+
+
+def test_depth_that_ends_early_or_is_malformed_leaves_the_2d_outputs(tmp_path):
+    code, out, err = run_cli([gappy_recording(tmp_path), tmp_path / 'out', *DEPTH_FLAGS,
+                              '--model', BUNDLED_MODEL, '--imgsz', '64', '--device', 'cpu'])
+    assert code == 0, err
+    topics = output_topics(COLOUR)
+    base = topics['detections'].rsplit('/', 1)[0]
+    _, written = read_bag(tmp_path / 'out')
+    assert len(written[topics['detections']]) == 39  # all but the truncated frame
+    arrays_3d = [deserialize_message(data, Detection3DArray)
+                 for _, data in written[f'{base}/detections_3d']]
+    frames = [round((a.header.stamp.sec + a.header.stamp.nanosec * 1e-9 - START) * 10)
+              for a in arrays_3d]
+    assert frames == [0, 1, 2, 4, 6, 7, 8, 9]  # 3: its depth is malformed, 5: no frame
+    assert '2 malformed frame(s) skipped' in out, out
+    assert 'malformed depth image message skipped' in out, out

@@ -29,6 +29,9 @@ DEPTH_OUTPUT_TYPES = {'detections_3d': 'vision_msgs/msg/Detection3DArray',
                       'markers': 'visualization_msgs/msg/MarkerArray',
                       'points': 'sensor_msgs/msg/PointCloud2'}
 CAMERA_INFO = 'sensor_msgs/msg/CameraInfo'
+# a frame waits for its depth partner at most this long (bag time) and behind this many frames
+RELEASE_AFTER_NS = 2_000_000_000
+RELEASE_FRAMES = 64
 
 
 @dataclass(frozen=True)
@@ -215,9 +218,12 @@ class BagRun:
         Yield (topic, CDR bytes, (bag time, frame number)) for the pipeline; copy as it reads.
 
         Runs on the pipeline's decoding thread; the output bag takes writes from any thread.
-        Reading stops at the first frame past --max-frames. With depth, a frame is yielded only
-        once its camera's depth images up to its stamp plus the tolerance have been read (or
-        the bag ended): the 3D outputs do not depend on how far the reading got.
+        Reading stops at the first frame past --max-frames. With depth, a frame is yielded once
+        its camera's depth images up to its stamp plus the tolerance have been read, so the 3D
+        outputs do not depend on how far the reading got; but no later than
+        `RELEASE_AFTER_NS` of bag time or `RELEASE_FRAMES` frames after it (depth that ends
+        early, has gaps or never comes must not pile frames up in memory). A malformed depth
+        message is skipped and listed in the summary.
         """
         image_ids = {c.id for connections in self.images.values() for c in connections}
         depth_ids = {c.id: (topic, kind) for topic, connections in self.depth.items()
@@ -236,22 +242,39 @@ class BagRun:
                 summary.copied += 1
             if connection.id in depth_ids:
                 topic, kind = depth_ids[connection.id]
-                message = depth_msg.from_cdr(data, kind)
-                depth = pipeline.streams[topic].depth
-                if kind == 'info':
-                    depth.put_info(message)
-                else:
-                    depth.put_image(message)
-                    read_up_to[topic] = max(read_up_to[topic], depth_msg.cdr_stamp(data))
+                try:
+                    self._put_depth(pipeline.streams[topic].depth, kind, data, read_up_to, topic)
+                except depth_msg.DepthInputError as error:
+                    summary.skipped.append(Skipped(connection.topic, bag_time, str(error)))
             if is_frame:
                 self.frames_read += 1
-                stamp = depth_msg.cdr_stamp(data) if connection.topic in self.depth else None
-                waiting.append((stamp, (connection.topic, data, (bag_time, self.frames_read))))
+                waiting.append((self._frame_stamp(connection.topic, data),
+                                (connection.topic, data, (bag_time, self.frames_read))))
             while waiting and (waiting[0][0] is None
-                               or read_up_to[waiting[0][1][0]] > waiting[0][0] + tolerance):
+                               or read_up_to[waiting[0][1][0]] > waiting[0][0] + tolerance
+                               or bag_time - waiting[0][1][2][0] > RELEASE_AFTER_NS
+                               or len(waiting) > RELEASE_FRAMES):
                 yield waiting.pop(0)[1]
         for _, item in waiting:
             yield item
+
+    @staticmethod
+    def _put_depth(depth, kind, data, read_up_to, topic):
+        message = depth_msg.from_cdr(data, kind)
+        if kind == 'info':
+            depth.put_info(message)
+        else:
+            depth.put_image(message)
+            read_up_to[topic] = max(read_up_to[topic], depth_msg.cdr_stamp(data))
+
+    def _frame_stamp(self, topic, data):
+        """Return the stamp of a frame with depth, else (or if it has no header) None."""
+        if topic not in self.depth:
+            return None
+        try:
+            return depth_msg.cdr_stamp(data)
+        except depth_msg.DepthInputError:  # the pipeline reports the malformed frame
+            return None
 
     def _deserialize(self, topic, data):
         """Turn the CDR bytes of a frame of `topic` into rclpy's Image or CompressedImage."""

@@ -70,8 +70,15 @@ def decode_depth(msg, max_pixels):
 
 
 def from_cdr(data, kind):
-    """Return the depth `Image` or `CameraInfo` (`kind`: 'image' or 'info') of CDR bytes."""
-    return deserialize_message(bytes(data), Image if kind == 'image' else CameraInfo)
+    """
+    Return the depth `Image` or `CameraInfo` (`kind`: 'image' or 'info') of CDR bytes.
+
+    Raises `DepthInputError` for bytes that are no such message (truncated, another type).
+    """
+    try:
+        return deserialize_message(bytes(data), Image if kind == 'image' else CameraInfo)
+    except Exception as error:  # the deserializer's errors have no common type
+        raise DepthInputError(f'malformed depth {kind} message skipped: {error}') from error
 
 
 def cdr_stamp(data):
@@ -79,10 +86,14 @@ def cdr_stamp(data):
     Return the header stamp (seconds) of the CDR bytes of a message that starts with a header.
 
     Read where the header lies (after the 4-byte encapsulation: sec, nanosec), without
-    deserializing the rest: a frame's pixels are deserialized once, later.
+    deserializing the rest: a frame's pixels are deserialized once, later. Raises
+    `DepthInputError` for bytes too short to hold a header.
     """
     order = '<' if bytes(data[1:2]) == b'\x01' else '>'
-    sec, nanosec = struct.unpack_from(order + 'iI', bytes(data[4:12]))
+    try:
+        sec, nanosec = struct.unpack_from(order + 'iI', bytes(data[4:12]))
+    except struct.error as error:
+        raise DepthInputError(f'message of {len(data)} bytes has no header: {error}') from error
     return sec + nanosec * 1e-9
 
 
