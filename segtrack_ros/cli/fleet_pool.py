@@ -3,7 +3,8 @@ The Ray side of `segtrack-fleet`: the workers, and the driver that hands them ba
 
 A worker (`BagWorker`) is a Ray actor: it loads the model once, then runs `segtrack-bag`'s code
 (`cli.bag.process_bag`) on each bag it is given. `Fleet` keeps a pool of them busy, retries a
-bag that may pass next time, replaces a worker whose process died, and collects one summary row per bag.
+bag that may pass next time, replaces a worker whose process died, and collects one summary row
+per bag.
 """
 
 import argparse
