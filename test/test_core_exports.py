@@ -17,7 +17,7 @@ import time
 
 import numpy as np
 import pytest
-from segtrack_ros.core.exports import exported_model, ExportSpec
+from segtrack_ros.core.exports import export_path, exported_model, ExportSpec, RUNTIMES
 from segtrack_ros.core.segmenter import BUNDLED_MODEL, Segmenter, SegmenterConfig, SegmenterError
 from segtrack_ros.eval.synthetic import generate_scene, SceneConfig
 
@@ -117,27 +117,31 @@ def test_exports_give_the_same_track_ids_over_a_scene(export_format, cache, scen
 
 
 def test_a_second_start_reuses_the_export(cache):
-    """The same settings find the export in the cache; another imgsz makes a new one."""
-    lines = []
+    """The same settings find the export in the cache, and so do another imgsz and batch."""
     make_segmenter('onnx', cache)
-    make_segmenter('onnx', cache, log=lines.append)
-    assert any('found in the cache' in line for line in lines), lines
-    assert not any(line.startswith('exporting') for line in lines), lines
-    lines.clear()
-    make_segmenter('onnx', cache, log=lines.append, imgsz=IMGSZ + 32)
-    assert any(line.startswith('exporting') for line in lines), lines
+    for settings in ({}, {'imgsz': IMGSZ + 32}, {'batch': 3}):  # a dynamic export takes them
+        lines = []
+        make_segmenter('onnx', cache, log=lines.append, **settings)
+        assert any('found in the cache' in line for line in lines), (settings, lines)
+        assert not any(line.startswith('exporting') for line in lines), (settings, lines)
 
 
-def test_every_setting_of_the_key_makes_its_own_export(tmp_path):
-    """imgsz, half, batch and format each give another file; the same spec the same file."""
+def test_every_setting_of_the_key_makes_its_own_export(tmp_path, monkeypatch):
+    """
+    Format and content give another file; imgsz and batch only for an engine (not dynamic).
+
+    The same spec, or another imgsz or batch of a dynamic format, gives the same file.
+    """
     base = ExportSpec('torchscript', imgsz=SMALL)
     first = exported_model(BUNDLED_MODEL, base, tmp_path)
-    assert exported_model(BUNDLED_MODEL, base, tmp_path) == first
-    others = {exported_model(BUNDLED_MODEL, spec, tmp_path) for spec in (
-        ExportSpec('torchscript', imgsz=SMALL + 32), ExportSpec('torchscript', SMALL, batch=2),
-        ExportSpec('onnx', imgsz=SMALL))}
-    assert first not in others and len(others) == 3
-    assert all(path.exists() for path in others)
+    for same in (base, ExportSpec('torchscript', SMALL + 32), ExportSpec('torchscript', batch=2)):
+        assert exported_model(BUNDLED_MODEL, same, tmp_path) == first, same
+    other = exported_model(BUNDLED_MODEL, ExportSpec('onnx', imgsz=SMALL), tmp_path)
+    assert other != first and other.exists()
+    monkeypatch.setitem(RUNTIMES, 'engine', ())  # its key only: no TensorRT on this machine
+    engines = {export_path(BUNDLED_MODEL, ExportSpec('engine', *settings), tmp_path)
+               for settings in ((SMALL, False, 1), (SMALL + 32, False, 1), (SMALL, False, 2))}
+    assert len(engines) == 3
     changed = tmp_path / 'changed' / 'shapes-seg.pt'  # other content, same name
     changed.parent.mkdir()
     changed.write_bytes(BUNDLED_MODEL.read_bytes() + b'\0')

@@ -3,12 +3,14 @@ Deployment models built on this machine from a `.pt` model, once per setting, an
 
 `exported_model(model_file, spec, cache_dir)` returns the path of `model_file` exported with
 ultralytics for `spec` (format, imgsz, half, batch, device). The cache is keyed by everything
-that shapes an export: the model file's content, the settings, the device (a TensorRT engine only
-runs on the GPU model it was built on) and the versions of ultralytics, torch and the format's
-runtime. An export is made in a hidden temporary folder inside the cache and renamed into place
-when complete, so an interrupted export is never loaded; a lock file makes processes that start at
-once wait for one export instead of each making its own. The same shape as Isaac ROS's TensorRT
-node, which builds its engine from the model file on first start and reuses it afterwards.
+that shapes an export: the model file's content, the settings (imgsz and batch for a TensorRT
+engine only: the other formats are dynamic, one graph for every size and batch), the device (an
+engine only runs on the GPU model it was built on) and the versions of ultralytics, torch and the
+format's runtime. An export is made in a hidden temporary folder inside the cache and renamed
+into place when complete, so an interrupted export is never loaded; a lock file makes processes
+that start at once wait for one export instead of each making its own. The same shape as Isaac
+ROS's TensorRT node, which builds its engine from the model file on first start and reuses it
+afterwards.
 """
 
 from contextlib import contextmanager
@@ -113,7 +115,13 @@ def export_identity(model_file, spec):
         major, minor = torch.cuda.get_device_capability(index)
         device = f'{torch.cuda.get_device_name(index)} sm_{major}{minor}'
     modules = ['ultralytics', 'torch'] + [module for module, _ in RUNTIMES[spec.kind]]
-    return {'model_sha256': digest.hexdigest(), **asdict(spec), 'dynamic': spec.dynamic,
+    settings = asdict(spec)
+    if spec.kind != 'engine':
+        # Dynamic in size and batch: the same graph whatever imgsz and batch it was traced at
+        # (only its metadata differs, which ultralytics reads for fixed exports alone), so a
+        # camera count or imgsz of its own does not export the same model again.
+        del settings['imgsz'], settings['batch']
+    return {'model_sha256': digest.hexdigest(), **settings, 'dynamic': spec.dynamic,
             'device': device,
             'versions': {name: importlib.import_module(name).__version__ for name in modules}}
 
