@@ -22,7 +22,9 @@ and from the tables of bench/*.md (matplotlib), when the page exists:
 - bench-soak.png: the node's RSS and processed rate minute by minute (bench/soak.md);
 - bench-cameras.png: RSS and frames per second in all, one node against one node per camera
   (bench/cameras.md);
-- bench-bag.png: frames per second of segtrack-video and segtrack-bag (bench/bag.md).
+- bench-bag.png: frames per second of segtrack-video and segtrack-bag (bench/bag.md);
+- bench-exports.png: frames per second of the .pt, ONNX and OpenVINO, raw, in segtrack-video and
+  in the node (bench/exports.md).
 
 Frames are written as palette PNGs (256 colours, no dithering), a few hundred KB at most. The
 module is a little over the usual length: one short plot function per bench/ page.
@@ -344,11 +346,39 @@ def plot_soak(page, path):
     save_plot(fig, path)
 
 
+def plot_exports(page, path):
+    """Plot frames per second of the .pt and its exports, per model and imgsz (exports.md)."""
+    table = table_with(page, 'format')
+    header = table[0]
+    model, imgsz, kind = header.index('model'), header.index('imgsz'), header.index('format')
+    groups = list(dict.fromkeys((cells[model], cells[imgsz]) for cells in table[1:]))
+    formats = list(dict.fromkeys(cells[kind] for cells in table[1:]))
+    labels = [name.split(' (')[0] + f'\nimgsz {size}' for name, size in groups]
+    fig, axes = figure(3, width=3.6)
+    width = 0.8 / len(formats)
+    for axis, (column, title) in zip(axes[0], (('raw fps', 'raw predict (bench/exports.md)'),
+                                               ('video fps', 'segtrack-video'),
+                                               ('node fps', 'node over DDS, 30 Hz in'))):
+        index = next(i for i, cell in enumerate(header) if cell.startswith(column))
+        for position, name in enumerate(formats):
+            values = [next(number(cells[index]) for cells in table[1:]
+                           if (cells[model], cells[imgsz]) == group and cells[kind] == name)
+                      for group in groups]
+            axis.bar(np.arange(len(groups)) + (position - (len(formats) - 1) / 2) * width,
+                     values, width, label=name)
+        axis.set_xticks(np.arange(len(groups)), labels, fontsize=7)
+        axis.set_title(title)
+        axis.set_ylabel('frames per second')
+    axes[0][0].legend(fontsize=6)
+    save_plot(fig, path)
+
+
 PLOTS = (('results.md', 'bench-results.png', plot_results),
          ('soak.md', 'bench-soak.png', plot_soak),
          ('masks.md', 'bench-masks.png', plot_masks),
          ('cameras.md', 'bench-cameras.png', plot_cameras),
-         ('bag.md', 'bench-bag.png', plot_bag))
+         ('bag.md', 'bench-bag.png', plot_bag),
+         ('exports.md', 'bench-exports.png', plot_exports))
 
 
 def main():
