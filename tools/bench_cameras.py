@@ -12,7 +12,8 @@ each camera got through, latency from the input stamp to the receipt of `instanc
 drops and the share of frames inferred in a batch with another camera's (`/diagnostics`). Then, in
 this process, batch against sequential inference on the same frames: `Segmenter.process_batch`
 against `Segmenter.process` in a loop. Writes bench/cameras.md (and prints it); logs go to
-output/bench/cameras/.
+output/bench/cameras/. The script is over the usual length because both measurements (the
+nodes over DDS, batch against sequential) and the page they write with its targets belong together.
 
     .venv/bin/python tools/bench_cameras.py [--cameras 1 2 4] [--seconds 10] [--device cpu]
         [--model M] [--imgsz N] [--threads N] [--rounds N] [--output FILE]

@@ -20,7 +20,8 @@ frames, each in its own process. Last, the node at 1920×1080 / 300 instances ov
 outputs subscribed, against raw `model.predict` with the same input publisher running
 (`node_row`). Times are medians per frame; torch uses the package's thread count everywhere
 (`--threads` sets it). Writes bench/masks.md (and prints it); videos go
-to output/bench_masks/.
+to output/bench_masks/. The script is over the usual length because its one page needs all of
+this: the crowd model, the per-process worker, the whole programs, the node row and the report.
 
     .venv/bin/python tools/bench_masks.py [--frames 5] [--video-frames 30] [--threads N]
                                           [--output FILE]

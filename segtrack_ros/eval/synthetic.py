@@ -5,7 +5,9 @@ Four classes of flat-coloured shapes move over textured, noisy backgrounds: stra
 paths, crossings, occlusions (draw order is depth), objects entering and leaving the frame and a
 global brightness change. Each frame comes with the visible (occlusion applied) mask, class id and
 persistent instance id of every object. Everything is deterministic from the seed and needs only
-numpy and OpenCV, no ROS and no model.
+numpy and OpenCV, no ROS and no model. The module is over the usual length because it also
+writes the same scenes and truth as a YOLO segmentation dataset (`write_yolo_dataset`, masks as
+polygons), the one the bundled model was trained on.
 
 Usage::
 
