@@ -17,8 +17,9 @@ import numpy as np
 
 from segtrack_ros.core.geometry import DepthMapping, GeometryError, locate, StampPairer
 from segtrack_ros.io import depth_msg
+from segtrack_ros.pipeline import DEPTH_OUTPUTS
 
-DEPTH_OUTPUTS = ('detections_3d', 'markers', 'points')
+KEEP = 64  # depth images kept for pairing while 3D outputs are wanted
 DEPTH_PROBLEMS = ('none', 'no_camera_info', 'no_pairs', 'bad_depth')
 WINDOW_SECONDS = 5.0  # what the health of the pairing looks back on
 BAD_DEPTH_ERRORS = (depth_msg.DepthInputError, GeometryError)
@@ -39,7 +40,7 @@ class DepthInput:
     """
 
     def __init__(self, tolerance, max_pixels, clock=time.monotonic):
-        self._pairer = StampPairer(tolerance)
+        self._pairer = StampPairer(tolerance, keep=KEEP)
         self.max_pixels = max_pixels
         self._clock = clock
         self._info = None
@@ -74,16 +75,21 @@ class DepthInput:
 
     def outputs(self, detections, header, wanted, owner, colours=None, labels=None):
         """
-        Return the wanted 3D messages of a colour frame (`header`), {} without a depth partner.
+        Return the wanted 3D messages of a colour frame (`header`).
 
         `owner` is the frame's `labels.OwnerImage`; `colours` (BGR) and `labels` per instance
-        are needed for `markers`.
+        are needed for `markers`. Without a depth partner, only `markers`: one that deletes the
+        previous frame's. While no 3D output is wanted, only the newest depth image is kept.
         """
         wanted = set(wanted) & set(DEPTH_OUTPUTS)
+        self._pairer.limit(KEEP if wanted else 1)
+        if not wanted:
+            return {}
         image, offset = self._pairer.pair(stamp_seconds(header))
         self._note_pairing(offset, image is not None)
-        if image is None or not wanted:
-            return {}
+        if image is None:
+            return ({'markers': depth_msg.delete_markers(header)} if 'markers' in wanted
+                    else {})
         try:
             located = self._locate(image, detections, owner, 'points' in wanted)
         except BAD_DEPTH_ERRORS as error:

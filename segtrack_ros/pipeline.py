@@ -24,11 +24,12 @@ import numpy as np
 from segtrack_ros.core import labels
 from segtrack_ros.core.render import Renderer
 from segtrack_ros.core.stats import PipelineStats
-from segtrack_ros.depth_stage import BAD_DEPTH_ERRORS, DEPTH_OUTPUTS, DepthInput
 from segtrack_ros.io import image_codec
 
 OUTPUTS = ('detections', 'instance_mask', 'class_mask', 'annotated_image',
            'annotated_image/compressed')
+# with depth (`depth_stage`, imported only then: it needs the 3D message packages)
+DEPTH_OUTPUTS = ('detections_3d', 'markers', 'points')
 # A stamp this much older than the previous one is a new recording (a looping bag, a restarted
 # camera) and resets the stream's tracks; anything less is jitter between publishers.
 STAMP_JUMP_SECONDS = 1.0
@@ -80,7 +81,8 @@ class FramePipeline:
     Decode, segment, draw and encode frames of named streams over one segmenter.
 
     `report(kind, stream, text)` hears of every skipped frame (`kind` is `bad_input` or
-    `error`) and of track resets (`info`); the caller throttles it. `deserialize(stream, data)`
+    `error`), of a frame's 3D outputs lost to its depth (`bad_depth`, or `error`) and of track
+    resets (`info`); the caller throttles it. `deserialize(stream, data)`
     turns serialized messages into messages (the node's subscriptions take bytes). `now()` is the
     clock that latencies are measured against (the node's ROS clock), in seconds.
     """
@@ -90,6 +92,8 @@ class FramePipeline:
                  deserialize=None, now=time.time, depth_tolerance=None):
         self.segmenter = segmenter
         # with a depth_tolerance, each stream takes depth images (`streams[name].depth`)
+        if depth_tolerance is not None:
+            from segtrack_ros.depth_stage import DepthInput
         self.streams = {name: _Stream(name, render_config, None if depth_tolerance is None
                                       else DepthInput(depth_tolerance, max_input_pixels))
                         for name in streams}
@@ -243,8 +247,9 @@ class FramePipeline:
                 if header is not None:
                     messages[name] = image_codec.to_image_msg(images[name], 'mono16', header)
         depth = self.streams[result.stream].depth
-        if depth is not None and header is not None and wanted & set(DEPTH_OUTPUTS):
-            owner = labels.owner_image(detections) if owner is None else owner
+        if depth is not None and header is not None:
+            if wanted & set(DEPTH_OUTPUTS) and owner is None:
+                owner = labels.owner_image(detections)
             self._depth_outputs(result, depth, owner, wanted)
         if wanted & {'annotated_image', 'annotated_image/compressed'}:
             images['annotated'] = self._draw(result, owner)
@@ -257,7 +262,9 @@ class FramePipeline:
         result.frame = None  # the input frame is not needed any more: free it early
 
     def _depth_outputs(self, result, depth, owner, wanted):
-        """Add a frame's 3D messages; a bad depth input is reported, its 2D outputs stand."""
+        """Add a frame's 3D messages; a bad depth input or a fault is reported, 2D stands."""
+        from segtrack_ros.depth_stage import BAD_DEPTH_ERRORS
+
         detections = result.detections
         colours = names = None
         if 'markers' in wanted:  # the 2D look: colours and labels as this frame is drawn
@@ -270,8 +277,12 @@ class FramePipeline:
                                                  colours, names))
         except BAD_DEPTH_ERRORS as error:
             self.streams[result.stream].stats.count('bad_inputs')
-            self._report('bad_input', result.stream,
+            self._report('bad_depth', result.stream,
                          f'bad depth input, no 3D outputs for this frame: {error}')
+        except Exception as error:  # a fault in the 3D stage must not cost the 2D outputs
+            self.streams[result.stream].stats.count('errors')
+            self._report('error', result.stream,
+                         f'3D outputs failed on a frame (2D outputs kept): {error!r}')
 
     def _draw(self, result, owner):
         state = self.streams[result.stream]

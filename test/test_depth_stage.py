@@ -8,6 +8,7 @@ from segtrack_ros.depth_stage import DepthInput
 from segtrack_ros.io.depth_msg import DepthInputError
 from sensor_msgs.msg import CameraInfo, Image
 from std_msgs.msg import Header
+from visualization_msgs.msg import Marker
 
 WANTED = {'detections_3d', 'markers', 'points', 'detections'}
 
@@ -57,7 +58,9 @@ def test_a_colour_frame_takes_the_depth_image_within_the_tolerance(frame):
     assert array.detections[0].results[0].pose.pose.position.z == pytest.approx(1.5)
     later = depth.outputs(detections, header(10.06), WANTED, owner, [(0, 0, 255)], ['x'])
     assert later['detections_3d'].detections[0].bbox.center.position.z == pytest.approx(2.5)
-    assert depth.outputs(detections, header(10.033), WANTED, owner) == {}  # 33 ms from both
+    unpaired = depth.outputs(detections, header(10.033), WANTED, owner)  # 33 ms from both
+    assert set(unpaired) == {'markers'}  # which delete the previous frame's, and add none
+    assert [marker.action for marker in unpaired['markers'].markers] == [Marker.DELETEALL]
     figures = depth.figures()
     assert (figures['depth_paired'], figures['depth_unpaired']) == (2, 1)
     assert figures['depth_offset_ms'] == pytest.approx((-10 + 6) / 2, abs=0.1)  # depth - colour
@@ -79,7 +82,7 @@ def test_no_pairs_within_the_tolerance_is_a_problem_with_the_offset(frame):
     depth.put_info(camera_info())
     depth.put_image(depth_image(20.5, 1000))
     for seconds in (20.0, 20.033, 20.066):
-        assert depth.outputs(detections, header(seconds), WANTED, owner) == {}
+        assert depth.outputs(detections, header(seconds), {'detections_3d'}, owner) == {}
     problem, text = depth.problem()
     assert problem == 'no_pairs' and '+434 ms' in text and 'depth_tolerance' in text
 
@@ -101,3 +104,15 @@ def test_a_depth_image_of_another_aspect_ratio_is_a_bad_input(frame):
     depth.put_image(depth_image(1.0, 1000, 40, 40))
     with pytest.raises(ValueError, match='aspect ratio'):
         depth.outputs(detections, header(1.0), WANTED, owner)
+
+
+def test_only_the_newest_depth_image_is_kept_while_no_3d_output_is_wanted(frame):
+    detections, owner = frame
+    depth = DepthInput(tolerance=0.02, max_pixels=10**6)
+    depth.put_info(camera_info())
+    for seconds in (30.0, 30.066, 30.133):
+        depth.put_image(depth_image(seconds, 1000))
+    assert depth.outputs(detections, header(30.0), {'detections'}, owner) == {}
+    assert depth.outputs(detections, header(30.066), {'detections_3d'}, owner) == {}  # dropped
+    assert set(depth.outputs(detections, header(30.133), {'detections_3d'}, owner)) == {
+        'detections_3d'}

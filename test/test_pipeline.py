@@ -5,12 +5,17 @@ The bundled shapes model on synthetic scenes gives real detections, tracks and c
 is mocked. The runners that put the stages on threads are tested in test_runners.py.
 """
 
+import subprocess
+import sys
 import time
 
-from pipeline_harness import message, same_detections, scene_frame, tracking_segmenter
+import numpy as np
+from pipeline_harness import (header_at, message, same_detections, scene_frame,
+                              tracking_segmenter)
 import pytest
 from segtrack_ros.core.render import RenderConfig
-from segtrack_ros.pipeline import FramePipeline, STAMP_JUMP_SECONDS
+from segtrack_ros.pipeline import DEPTH_OUTPUTS, FramePipeline, OUTPUTS, STAMP_JUMP_SECONDS
+from sensor_msgs.msg import Image
 
 TRACKING = RenderConfig(color_by='track')
 
@@ -96,3 +101,40 @@ def test_a_new_tracker_or_mode_resets_tracks_and_trails_and_other_changes_do_not
     assert stream.resets == 3 and stream.drawn_resets == 3
     pipeline.configure(mode='track', tracker=config.tracker, conf=config.conf)
     next_frame(5)
+
+
+def test_importing_the_pipeline_needs_no_3d_message_packages():
+    """segtrack-video runs without vision_msgs and visualization_msgs: depth is imported lazily."""
+    code = ('import sys, segtrack_ros.pipeline; '
+            'print(sorted(name for name in sys.modules if name.split(".")[0] in '
+            '("vision_msgs", "visualization_msgs", "geometry_msgs", "segtrack_ros.depth_stage")'
+            ' or name == "segtrack_ros.depth_stage"))')
+    loaded = subprocess.run([sys.executable, '-c', code], capture_output=True, text=True,
+                            check=True).stdout.strip()
+    assert loaded == '[]'
+
+
+def depth_frame(pipeline, seconds):
+    """Segment a stamped frame of stream 'rgbd' of `pipeline`; give it a depth image first."""
+    image = np.full((30, 40), 1000, '<u2')
+    pipeline.streams['rgbd'].depth.put_image(Image(
+        header=header_at(seconds), height=30, width=40, encoding='16UC1', step=80,
+        data=image.tobytes()))
+    return pipeline.segment([pipeline.decode('rgbd', message(scene_frame(4, 0), seconds))])[0]
+
+
+def test_a_bad_depth_input_or_a_3d_fault_costs_only_the_3d_outputs(segmenter):
+    reports = []
+    pipeline = FramePipeline(segmenter, TRACKING, streams=('rgbd',), depth_tolerance=0.02,
+                             report=lambda kind, stream, text: reports.append((kind, text)))
+    # no camera info yet: a bad depth input, reported on its own
+    result = pipeline.finish(depth_frame(pipeline, 100.0), OUTPUTS + DEPTH_OUTPUTS)
+    assert result.problem is None and 'detections' in result.messages
+    assert 'detections_3d' not in result.messages
+    assert reports[-1][0] == 'bad_depth' and 'camera_info' in reports[-1][1]
+    # a camera info whose K is not a list of numbers: a fault in the 3D stage
+    pipeline.streams['rgbd'].depth.put_info(type('Broken', (), {'k': 'not numbers'})())
+    result = pipeline.finish(depth_frame(pipeline, 101.0), OUTPUTS + DEPTH_OUTPUTS)
+    assert result.problem is None and 'detections' in result.messages
+    assert reports[-1][0] == 'error' and '2D outputs kept' in reports[-1][1]
+    assert pipeline.streams['rgbd'].stats.counts['bad_inputs'] == 1

@@ -16,13 +16,12 @@ import time
 
 from segtrack_ros.cli.common import (add_segmenter_arguments, check_args, make_segmenter,
                                      ordered_results, render_config, run_main, Summary)
-from segtrack_ros.depth_stage import DEPTH_OUTPUTS
 from segtrack_ros.io import depth_msg
 from segtrack_ros.io.bag_io import (BagError, check_namespace, check_output, copy_definition,
                                     DEFAULT_NAMESPACE, deserialize_image, InputBag, output_topics,
                                     OUTPUT_TYPES, output_typestore, OutputBag, STORAGES)
 from segtrack_ros.params import BY_NAME
-from segtrack_ros.pipeline import FramePipeline, OUTPUTS
+from segtrack_ros.pipeline import DEPTH_OUTPUTS, FramePipeline, OUTPUTS
 
 LISTED_SKIPS = 10  # malformed frames named one by one in the summary; the rest are counted
 DEPTH_OUTPUT_TYPES = {'detections_3d': 'vision_msgs/msg/Detection3DArray',

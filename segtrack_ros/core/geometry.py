@@ -329,6 +329,12 @@ class StampPairer:
             self._frames = [frame for frame in self._frames[-self._keep:]
                             if frame[0] >= newest - self._keep_seconds]
 
+    def limit(self, keep):
+        """Keep at most the newest `keep` frames from now on."""
+        with self._lock:
+            self._keep = keep
+            self._frames = self._frames[-keep:]
+
     def pair(self, stamp):
         """Return (the kept item closest to `stamp` within the tolerance, or None, its offset)."""
         with self._lock:

@@ -147,6 +147,12 @@ def to_detection3d_array(located, detections, header):
     return message
 
 
+def delete_markers(header):
+    """Build the MarkerArray that deletes every marker of the previous frame, and adds none."""
+    return MarkerArray(markers=[Marker(header=header, ns=MARKER_NAMESPACE,
+                                       action=Marker.DELETEALL)])
+
+
 def to_marker_array(located, colours, labels, header):
     """
     Build the MarkerArray of `located` for rviz: per instance a box and a text label.
@@ -155,7 +161,7 @@ def to_marker_array(located, colours, labels, header):
     The first marker deletes every marker of the previous frame.
     """
     template, pose = Marker(header=header, ns=MARKER_NAMESPACE, action=Marker.ADD), Pose()
-    markers = [Marker(header=header, ns=MARKER_NAMESPACE, action=Marker.DELETEALL)]
+    markers = delete_markers(header).markers
     sizes = np.maximum(located.box_sizes, 1e-3)  # rviz hides a box of zero thickness
     text_sizes = np.clip(0.075 * located.box_centres[:, 2], 0.03, 0.5)  # readable at its depth
     for number, (index, centre, size, text_size) in enumerate(zip(
