@@ -293,6 +293,9 @@ def test_bad_input_on_one_camera_does_not_disturb_the_other(probe, cameras, diag
     """Rear sends broken images: counted on rear only; front's frames all come out."""
     front, rear = cameras
     frames = scene(10, 320, 240, 6)
+    # The test before sends bad inputs to front too: count from a status published after them.
+    published = len(diagnostics.arrays.messages)
+    assert wait_until(lambda: len(diagnostics.arrays.messages) >= published + 2)
     before = {camera.name: diagnostics.count(camera.name, 'bad_inputs') for camera in cameras}
     for frame in frames:
         bad = image_codec.to_image_msg(frame, 'bgr8', probe.header(rear.frame_id))

@@ -5,17 +5,17 @@ A managed (lifecycle) node that only moves messages: configure builds the segmen
 frame pipeline, activate subscribes to the cameras, deactivate stops taking frames (the model and
 the tracks stay), cleanup frees the model. The work itself (newest-frame mailboxes, batched
 inference, drawing, encoding, per-frame error containment) is `segtrack_ros.pipeline`'s.
+
+The longest module of the package, on purpose: the lifecycle transitions, parameter events and
+each camera's topics (colour, depth, label_info) are the wiring of one object. What stands on
+its own lives beside it: `parameters` (descriptors), `diagnostics` (statuses), `input_health`.
 """
 
-import array
-import ctypes
-import gc
 import threading
 import time
 
-from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
-from rcl_interfaces.msg import (FloatingPointRange, IntegerRange, ParameterDescriptor,
-                                SetParametersResult)
+from diagnostic_msgs.msg import DiagnosticArray
+from rcl_interfaces.msg import SetParametersResult
 from rclpy.exceptions import ParameterException
 from rclpy.lifecycle import LifecycleNode, TransitionCallbackReturn
 from rclpy.qos import (DurabilityPolicy, qos_profile_sensor_data, QoSPolicyKind, QoSProfile,
@@ -27,8 +27,10 @@ from segtrack_ros.core.runtime import apply_process_defaults
 from segtrack_ros.core.segmenter import check_tracker, Segmenter, SegmenterConfig, SegmenterError
 from segtrack_ros.params import BY_NAME, check_combination, PARAMETERS
 from segtrack_ros.pipeline import FramePipeline
+from segtrack_ros.ros.diagnostics import camera_status, diagnostic_array, idle_status
 from segtrack_ros.ros.input_health import InputHealth
-from segtrack_ros.ros.program import run_node
+from segtrack_ros.ros.parameters import descriptor, plain
+from segtrack_ros.ros.program import return_freed_memory, run_node
 from segtrack_ros.runners import LiveRunner
 from sensor_msgs.msg import CameraInfo, CompressedImage, Image, PointCloud2
 from std_msgs.msg import Header
@@ -56,47 +58,6 @@ IMAGE_OUTPUTS = {'annotated_image': Image, 'annotated_image/compressed': Compres
 
 class StartupError(Exception):
     """The node cannot start with these parameters; the message says why."""
-
-
-def descriptor(spec):
-    """Build the ROS parameter descriptor of a `ParameterSpec`: description, range, typing."""
-    text = spec.description
-    if spec.choices:
-        text += f' One of: {", ".join(spec.choices)}.'
-    if spec.fixed:
-        text += ' Read-only while the node is configured.'
-    # Lists are typed dynamically: rclpy types an empty list as a byte array, so a typed list
-    # parameter could never be set back to [] (the check below keeps the item type).
-    result = ParameterDescriptor(description=text, dynamic_typing=isinstance(spec.default, list))
-    if spec.low is not None and isinstance(spec.default, float):
-        result.floating_point_range = [FloatingPointRange(from_value=spec.low,
-                                                          to_value=spec.high)]
-    elif spec.low is not None and not isinstance(spec.default, list):
-        result.integer_range = [IntegerRange(from_value=spec.low, to_value=spec.high,
-                                             step=spec.step or 1)]
-    return result
-
-
-def return_freed_memory():
-    """
-    Hand the memory of freed objects back to the system.
-
-    glibc keeps freed heap memory for its own reuse: without `malloc_trim` a cleaned-up model
-    stayed in the RSS, and the next configure grew it further (bench/node-notes.md). Elsewhere
-    than glibc there is nothing to call.
-    """
-    gc.collect()
-    try:
-        ctypes.CDLL(None).malloc_trim(0)
-    except (AttributeError, OSError):
-        pass
-
-
-def plain(value):
-    """Return a parameter value as the core wants it: lists for arrays, [] for an unset list."""
-    if value is None:
-        return []
-    return list(value) if isinstance(value, (list, tuple, array.array)) else value
 
 
 class Camera:
@@ -374,8 +335,9 @@ class SegTrackNode(LifecycleNode):
         """
         Subscribe to a camera's depth image and its camera info (same QoS as the image).
 
-        Their messages are kept by the stream's `DepthInput`, newest only, until a colour frame
-        is paired with one.
+        Their messages are kept by the stream's `DepthInput`, which pairs them with the colour
+        frames by stamp: while a 3D output is subscribed it keeps the depth images a colour
+        frame may still take (at most 2 s, 64 images), otherwise only the newest.
         """
         depth = self._pipeline.streams[camera.name].depth
         topic = camera.prefix + 'depth/image'
@@ -436,7 +398,7 @@ class SegTrackNode(LifecycleNode):
         logger = self.get_logger()
         # One call site per severity: rclpy raises ValueError when one call site logs at
         # another severity than the first time.
-        if kind == 'bad_input':
+        if kind in ('bad_input', 'bad_depth'):
             logger.warning(text)
         elif kind == 'error':
             logger.error(text)
@@ -457,41 +419,21 @@ class SegTrackNode(LifecycleNode):
 
     def _publish_diagnostics(self):
         state = self._state_machine.current_state[1]
-        statuses = []
-        for camera in self._cameras:
-            statuses.append(self._camera_status(camera, state))
-        if not statuses:
-            statuses.append(DiagnosticStatus(
-                name=f'{self.get_fully_qualified_name()}: pipeline', level=DiagnosticStatus.OK,
-                message=f'{state}: no pipeline', values=[KeyValue(key='state', value=state)]))
-        message = DiagnosticArray(status=statuses)
-        message.header.stamp = self.get_clock().now().to_msg()
-        self._diagnostics.publish(message)
+        node = self.get_fully_qualified_name()
+        statuses = [self._camera_status(f'{node}: {camera.name or "pipeline"}', camera, state)
+                    for camera in self._cameras]
+        self._diagnostics.publish(diagnostic_array(
+            statuses or [idle_status(f'{node}: pipeline', state)],
+            self.get_clock().now().to_msg()))
 
-    def _camera_status(self, camera, state):
+    def _camera_status(self, name, camera, state):
         figures = self._pipeline.streams[camera.name].stats.snapshot()
         problem, explanation = camera.health.check() if camera.health else ('none', '')
         figures['input_problem'] = problem
         figures['state'] = state
-        depth_problem, depth_explanation = self._depth_status(camera, figures)
-        warn = figures['recent_problems'] or problem != 'none' or depth_problem != 'none'
-        if problem != 'none':
-            text = f'input problem {problem}: {explanation}'
-        elif depth_problem != 'none':
-            text = f'depth problem {depth_problem}: {depth_explanation}'
-        elif figures['recent_problems']:
-            text = f"{figures['recent_problems']} bad inputs or errors in the last few seconds"
-        elif state != 'active':
-            text = state
-        else:
-            text = f"{figures['processed_hz']:.1f} Hz processed"
-        name = camera.name or 'pipeline'
-        return DiagnosticStatus(
-            name=f'{self.get_fully_qualified_name()}: {name}',
-            hardware_id=self._segmenter.config.device,
-            level=DiagnosticStatus.WARN if warn else DiagnosticStatus.OK, message=text,
-            values=[KeyValue(key=key, value=f'{value:.3f}' if isinstance(value, float)
-                             else str(value)) for key, value in figures.items()])
+        depth = self._depth_status(camera, figures)
+        problems = [('input', problem, explanation), ('depth', *depth)]
+        return camera_status(name, figures, problems, state, self._segmenter.config.device)
 
     def _depth_status(self, camera, figures):
         """Add a camera's depth figures and `depth_problem`; return the problem, explained."""
