@@ -422,6 +422,9 @@ def test_fast_publisher_is_dropped_not_queued(probe, segtrack, outputs, image_pu
         header = probe.header(step_ms=5)
         image_publisher.publish(image_codec.to_image_msg(frames[index % 4], 'bgr8', header))
         burst.append(header)
+        # 200 frames a second, several times what the model keeps up with; sent all at once,
+        # best-effort delivery itself dropped the last ones (one CI run in tens), not the node.
+        time.sleep(0.005)
     last = burst[-1].stamp
     assert wait_until(lambda: outputs['detections'].by_stamp(last)), 'the newest frame was lost'
     answered = sum(bool(outputs['detections'].by_stamp(h.stamp)) for h in burst)

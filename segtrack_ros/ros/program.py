@@ -7,7 +7,7 @@ import os
 import sys
 
 import rclpy
-from rclpy.executors import ExternalShutdownException
+from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
 from segtrack_ros.ros.transport import apply_large_data_profile
 
 
@@ -20,10 +20,14 @@ def run_node(program, make_node, startup_errors, args=None):
     """
     apply_large_data_profile()
     rclpy.init(args=args)
+    # Made before the node can be seen: an executor made after a signal has shut the context
+    # down fails half-built, and its finaliser then prints a traceback on the way out.
+    executor = SingleThreadedExecutor()
     node, code = None, 0
     try:
         node = make_node()
-        rclpy.spin(node)
+        executor.add_node(node)
+        executor.spin()
     except (KeyboardInterrupt, ExternalShutdownException):
         pass
     except startup_errors as error:
