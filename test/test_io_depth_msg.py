@@ -146,6 +146,16 @@ def test_markers_delete_the_old_ones_then_draw_a_box_and_a_label_each(scene):
     assert all(m.header == header for m in message.markers)
 
 
+def test_instances_of_one_colour_each_get_it_boxes_see_through_labels_opaque(scene):
+    detections, located, header = scene
+    message = to_marker_array(located, [(0, 255, 0), (0, 255, 0)], ['a', 'b'], header)
+    message = deserialize_message(serialize_message(message), MarkerArray)
+    colours = [(m.color.r, m.color.g, m.color.b, m.color.a) for m in message.markers[1:]]
+    assert colours == [(0.0, 1.0, 0.0, pytest.approx(0.35)), (0.0, 1.0, 0.0, 1.0)] * 2
+    assert [m.pose.position.z for m in message.markers[1::2]] == pytest.approx(
+        located.box_centres[:, 2].tolist())
+
+
 def test_point_cloud_has_xyz_and_the_instance_and_class_of_each_point(scene):
     detections, located, header = scene
     message = deserialize_message(

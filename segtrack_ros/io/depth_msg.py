@@ -10,10 +10,9 @@ the problem and the fix. Out: a `geometry.Located` becomes a `vision_msgs/Detect
 """
 
 import array
-import copy
 import struct
 
-from geometry_msgs.msg import Point, Pose, Vector3
+from geometry_msgs.msg import Point, Pose, PoseWithCovariance, Vector3
 import numpy as np
 from rclpy.serialization import deserialize_message
 from segtrack_ros.core.geometry import Camera
@@ -122,29 +121,27 @@ def to_detection3d_array(located, detections, header):
     Each Detection3D has the `id` and class of the instance's Detection2D, its score, the
     centroid as `results[0].pose` and the box as `bbox` (axis-aligned: identity orientation).
     """
-    message = Detection3DArray(header=header)
-    values = mask_values(detections.ids)
-    # Shallow copies of templates, with new sub-messages where they differ: a message's
-    # constructor builds every nested default (a PoseWithCovariance its 36-value array), which
-    # for hundreds of instances cost more than locating them. So the detections share what
-    # does not differ (header, orientation, covariance): replace those, do not mutate them.
-    detection_template, result_template = Detection3D(header=header), ObjectHypothesisWithPose()
-    box_template, pose = BoundingBox3D(), Pose()
+    ids = mask_values(detections.ids).tolist()
+    names, scores = detections.class_names, np.asarray(detections.scores, np.float64).tolist()
+    new_detection, new_result = _Copies(Detection3D(header=header)), _Copies(
+        ObjectHypothesisWithPose())
+    new_pose_with_covariance, new_box = _Copies(PoseWithCovariance()), _Copies(BoundingBox3D())
+    new_pose = _Copies(Pose())
+    out = []
     for index, centroid, centre, size in zip(located.indices.tolist(), located.centroids.tolist(),
                                              located.box_centres.tolist(),
                                              located.box_sizes.tolist()):
-        detection, result = copy.copy(detection_template), copy.copy(result_template)
-        detection.id = str(int(values[index]))
-        result.hypothesis = ObjectHypothesis(class_id=detections.class_names[index],
-                                             score=float(detections.scores[index]))
-        result.pose = copy.copy(result_template.pose)
-        result.pose.pose = _pose(centroid, pose)
-        detection.results = [result]
-        detection.bbox = copy.copy(box_template)
-        detection.bbox.center = _pose(centre, pose)
-        detection.bbox.size = Vector3(x=size[0], y=size[1], z=size[2])
-        message.detections.append(detection)
-    return message
+        result = new_result()
+        result.hypothesis = ObjectHypothesis(class_id=names[index], score=scores[index])
+        result.pose = new_pose_with_covariance()
+        result.pose.pose = _pose(centroid, new_pose)
+        box = new_box()
+        box.center = _pose(centre, new_pose)
+        box.size = Vector3(x=size[0], y=size[1], z=size[2])
+        detection = new_detection()
+        detection.id, detection.results, detection.bbox = str(ids[index]), [result], box
+        out.append(detection)
+    return Detection3DArray(header=header, detections=out)
 
 
 def delete_markers(header):
@@ -160,25 +157,36 @@ def to_marker_array(located, colours, labels, header):
     `colours` (BGR, 0..255) and `labels` are per instance of the detections, as drawn in 2D.
     The first marker deletes every marker of the previous frame.
     """
-    template, pose = Marker(header=header, ns=MARKER_NAMESPACE, action=Marker.ADD), Pose()
+    new_marker = _Copies(Marker(header=header, ns=MARKER_NAMESPACE, action=Marker.ADD))
+    new_pose = _Copies(Pose())
+    colour_messages = {}  # BGR -> (box colour, text colour): instances of a class share them
     markers = delete_markers(header).markers
     sizes = np.maximum(located.box_sizes, 1e-3)  # rviz hides a box of zero thickness
     text_sizes = np.clip(0.075 * located.box_centres[:, 2], 0.03, 0.5)  # readable at its depth
     for number, (index, centre, size, text_size) in enumerate(zip(
             located.indices.tolist(), located.box_centres.tolist(), sizes.tolist(),
             text_sizes.tolist())):
-        blue, green, red = (channel / 255.0 for channel in colours[index])
-        box, text = copy.copy(template), copy.copy(template)  # as in to_detection3d_array
-        box.id, box.type = 2 * number, Marker.CUBE
-        box.pose = _pose(centre, pose)
+        bgr = tuple(colours[index])
+        if bgr not in colour_messages:
+            colour_messages[bgr] = _marker_colours(bgr)
+        box_colour, text_colour = colour_messages[bgr]
+        box, text = new_marker(), new_marker()
+        box.id, box.type, box.color = 2 * number, Marker.CUBE, box_colour
+        box.pose = _pose(centre, new_pose)
         box.scale = Vector3(x=size[0], y=size[1], z=size[2])
-        box.color = ColorRGBA(r=red, g=green, b=blue, a=MARKER_ALPHA)
         text.id, text.type, text.text = 2 * number + 1, Marker.TEXT_VIEW_FACING, labels[index]
-        text.pose = _pose((centre[0], centre[1] - size[1] / 2, centre[2]), pose)
+        text.pose = _pose((centre[0], centre[1] - size[1] / 2, centre[2]), new_pose)
         text.scale = Vector3(z=text_size)
-        text.color = ColorRGBA(r=red, g=green, b=blue, a=1.0)
+        text.color = text_colour
         markers += [box, text]
     return MarkerArray(markers=markers)
+
+
+def _marker_colours(bgr):
+    """Return the ColorRGBA of a box (see-through) and of a label in colour `bgr` (0..255)."""
+    blue, green, red = (channel / 255.0 for channel in bgr)
+    return (ColorRGBA(r=red, g=green, b=blue, a=MARKER_ALPHA),
+            ColorRGBA(r=red, g=green, b=blue, a=1.0))
 
 
 def to_point_cloud(located, detections, header):
@@ -200,8 +208,32 @@ def to_point_cloud(located, detections, header):
     return message
 
 
-def _pose(values, template):
-    """Return a Pose at (x, y, z), a shallow copy of `template` (identity orientation)."""
-    pose = copy.copy(template)
+def _pose(values, new_pose):
+    """Return a Pose at (x, y, z) from `new_pose` (a `_Copies` of an identity Pose)."""
+    pose = new_pose()
     pose.position = Point(x=float(values[0]), y=float(values[1]), z=float(values[2]))
     return pose
+
+
+class _Copies:
+    """
+    Shallow copies of a template message, as `copy.copy` makes them, a few times faster.
+
+    The messages of hundreds of instances are built one by one: a message's constructor builds
+    every nested default (a Marker its header, pose, scale, colour, lifetime, ...) and
+    `copy.copy` goes through the generic reduce protocol, and either cost more than locating
+    the instances. A generated message keeps its fields in `__slots__`; a copy shares the
+    template's values (its header, an identity orientation, a zero covariance): replace a
+    field of a copy, never mutate one.
+    """
+
+    def __init__(self, template):
+        self._kind = type(template)
+        self._fields = [(slot, getattr(template, slot)) for slot in self._kind.__slots__]
+
+    def __call__(self):
+        """Return a new copy of the template."""
+        message = self._kind.__new__(self._kind)
+        for slot, value in self._fields:
+            setattr(message, slot, value)
+        return message
