@@ -116,6 +116,20 @@ def test_exports_give_the_same_track_ids_over_a_scene(export_format, cache, scen
     assert len(ids) >= 3
 
 
+@pytest.mark.parametrize('export_format', ['onnx', 'openvino'])
+def test_an_export_leaves_the_cores_to_its_runtime(export_format, cache, scene):
+    """Torch, left only the pre- and post-processing, keeps one thread; the .pt keeps them all."""
+    import torch
+
+    reference = make_segmenter('', cache)
+    assert reference.torch_threads == torch.get_num_threads() > 1
+    exported = make_segmenter(export_format, cache)
+    assert exported.torch_threads == 1 and not exported.leaves_cpu_free
+    assert exported._on_torch_thread(torch.get_num_threads) == 1  # what torch runs with
+    exported.process(scene[0])  # ultralytics sets torch's threads again on its first predict
+    assert exported._on_torch_thread(torch.get_num_threads) == 1
+
+
 def test_a_second_start_reuses_the_export(cache):
     """The same settings find the export in the cache, and so do another imgsz and batch."""
     make_segmenter('onnx', cache)

@@ -225,21 +225,21 @@ def diagnostic_values(status):
 
 
 class OutputRecorder:
-    """Subscribes to every output of a segtrack_node: latencies, arrivals, track ids, video."""
+    """Subscribes to outputs of a segtrack_node (all by default): latencies, arrivals, video."""
 
-    def __init__(self, node, namespace, video_path=None, fps=30.0):
+    def __init__(self, node, namespace, video_path=None, fps=30.0, topics=OUTPUT_TOPICS):
         from rclpy.qos import QoSProfile, ReliabilityPolicy
         from sensor_msgs.msg import CompressedImage, Image
         from vision_msgs.msg import Detection2DArray
 
         types = {'annotated_image/compressed': CompressedImage, 'detections': Detection2DArray}
-        self.latencies_ms = {topic: [] for topic in OUTPUT_TOPICS}
-        self.arrivals = {topic: [] for topic in OUTPUT_TOPICS}
+        self.latencies_ms = {topic: [] for topic in topics}
+        self.arrivals = {topic: [] for topic in topics}
         self.track_ids = set()
         self._video_path, self._fps, self._writer = video_path, fps, None
         self._lock = threading.Lock()
         qos = QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE)
-        for topic in OUTPUT_TOPICS:
+        for topic in topics:
             node.create_subscription(types.get(topic, Image), f'{namespace}/{topic}',
                                      lambda message, t=topic: self._on_output(t, message), qos)
         self._clock = node.get_clock()
@@ -277,7 +277,8 @@ class OutputRecorder:
 MIN_NODE_SECONDS = 10.0  # of input in a node row
 
 
-def node_row(model, imgsz, mode, rate, video, frames, index, logs, **parameters):
+def node_row(model, imgsz, mode, rate, video, frames, index, logs, topics=OUTPUT_TOPICS,
+             **parameters):
     """
     Run video_publisher at `rate` -> segtrack_node -> OutputRecorder; return the figures.
 
@@ -285,7 +286,8 @@ def node_row(model, imgsz, mode, rate, video, frames, index, logs, **parameters)
     than MIN_NODE_SECONDS loops the video and is stopped after that time. Figures: processed
     fps (outputs between the first and the last), drops against frames published, latency
     percentiles per output, the node's peak RSS and inference time, CPU time per process.
-    `parameters` are more node parameters (e.g. `half`, `device` instead of cpu).
+    `topics` are the outputs subscribed (`detections` among them); `parameters` are more node
+    parameters (e.g. `half`, `device` instead of cpu).
     """
     import psutil
     import rclpy
@@ -294,7 +296,7 @@ def node_row(model, imgsz, mode, rate, video, frames, index, logs, **parameters)
 
     namespace = f'/bench{index}'
     probe = rclpy.create_node(f'segtrack_bench{index}')
-    recorder = OutputRecorder(probe, namespace)
+    recorder = OutputRecorder(probe, namespace, topics=topics)
     diagnostics = []
     probe.create_subscription(DiagnosticArray, '/diagnostics',
                               lambda m: diagnostics.extend(

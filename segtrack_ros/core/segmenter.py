@@ -161,6 +161,7 @@ class Segmenter:
             self._on_torch_thread(self._warm_up)
             self._on_torch_thread(self._openvino_precision)
             self._on_torch_thread(self._adopt_fixed_shape)
+            self._on_torch_thread(self._leave_cores_to_the_runtime)
             if config.mode == 'track':
                 self._on_torch_thread(self._set_tracking, config.tracker)
         except BaseException:
@@ -170,7 +171,13 @@ class Segmenter:
     @property
     def leaves_cpu_free(self):
         """Tell whether inference leaves CPU time to other threads: a GPU, or spare cores."""
-        return self.config.device != 'cpu' or self._threads < usable_cores()
+        return self.config.device != 'cpu' or (
+            self._runs_on_torch() and self._threads < usable_cores())
+
+    @property
+    def torch_threads(self):
+        """Threads torch computes with: one when another runtime runs the model."""
+        return self._threads
 
     @property
     def class_names(self):
@@ -344,6 +351,21 @@ class Segmenter:
             self._log(f"model '{name}' runs batches of exactly {backend.batch} frame(s) (fixed at "
                       f'export): larger batches run in parts, smaller ones are padded with blank '
                       f'frames; export with batch {self.config.batch} to fit')
+
+    def _runs_on_torch(self):
+        return self._model.predictor.model.format in ('pt', 'torchscript')
+
+    def _leave_cores_to_the_runtime(self):
+        """
+        Give torch one thread when a runtime of its own (OpenVINO, ONNX Runtime...) runs the model.
+
+        Torch then only pre- and post-processes; with a thread per core, its OpenMP workers spin
+        after each of those steps and stall on a busy core, taking time from the runtime's own
+        threads (bench/exports.md).
+        """
+        if not self._runs_on_torch():
+            self._threads = 1
+            self._restore_threads()
 
     def _restore_threads(self):
         import torch
