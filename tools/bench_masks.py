@@ -241,13 +241,8 @@ def node_row(model, frames, threads):
     apply_large_data_profile()
     rclpy.init()
     try:
-        with open(WORK / 'raw-publisher.log', 'w') as log:
-            publisher = benchlib.start('video_publisher', '/bench_masks_raw', log,
-                                       source=video, rate=NODE_RATE, loop='true')
-            try:
-                raw = benchlib.baseline_row('raw', model, IMGSZ, video, frames, threads)
-            finally:
-                benchlib.stop(publisher)
+        raw = benchlib.raw_beside_publisher(model, IMGSZ, video, frames, threads, NODE_RATE,
+                                            '/bench_masks_raw', WORK / 'raw-publisher.log')
         node = benchlib.node_row(str(model), IMGSZ, 'predict', NODE_RATE, video, frames, 0,
                                  WORK / 'logs')
     finally:

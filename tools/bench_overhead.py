@@ -46,16 +46,11 @@ def openvino_export():
                           WORK / 'exports')
 
 
-def measure(model, half, video, frames, rate, index):
+def measure(model, half, video, frames, rate, threads, index):
     """Time raw predict with the publisher running, then the node; return both rows."""
-    threads = benchlib.package_threads()
-    with open(WORK / f'raw-publisher{index}.log', 'w') as log:
-        publisher = benchlib.start('video_publisher', f'/bench_overhead_raw{index}', log,
-                                   source=video, rate=rate, loop='true')
-        try:
-            raw = benchlib.baseline_row('raw', model, IMGSZ, video, frames, threads)
-        finally:
-            benchlib.stop(publisher)
+    raw = benchlib.raw_beside_publisher(model, IMGSZ, video, frames, threads, rate,
+                                        f'/bench_overhead_raw{index}',
+                                        WORK / f'raw-publisher{index}.log')
     node = benchlib.node_row(str(model), IMGSZ, 'predict', rate, video, frames, index,
                              WORK / 'logs', topics=TOPICS, half=str(half).lower())
     return raw, node
@@ -98,6 +93,7 @@ def main():
     started = time.strftime('%Y-%m-%d %H:%M', time.gmtime())
     load_before = benchlib.load_average()
     formats = (('.pt', benchlib.TRAINED, False), ('OpenVINO bf16', openvino_export(), True))
+    threads = benchlib.package_threads()
     rows = {}
     apply_large_data_profile()
     rclpy.init()
@@ -105,7 +101,8 @@ def main():
         video = scene_video(args.frames)
         for label, model, half in formats:
             print(f'bench_overhead: {label}', flush=True)
-            rows[label] = measure(model, half, video, args.frames, args.rate, len(rows))
+            rows[label] = measure(model, half, video, args.frames, args.rate, threads,
+                                  len(rows))
     finally:
         rclpy.try_shutdown()
     text = report(rows, args, started, load_before, benchlib.load_average())

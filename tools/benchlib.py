@@ -478,6 +478,21 @@ BASELINES = {
 }
 
 
+def raw_beside_publisher(model, imgsz, video, frames, threads, rate, namespace, log_path):
+    """
+    Run the `raw` baseline while `video_publisher` loops `video` at `rate` Hz into `namespace`.
+
+    Nobody reads that topic: the publisher takes the CPU it would take from a node beside it.
+    """
+    with open(log_path, 'w') as log:
+        publisher = start('video_publisher', namespace, log, source=video, rate=rate,
+                          loop='true')
+        try:
+            return baseline_row('raw', model, imgsz, video, frames, threads)
+        finally:
+            stop(publisher)
+
+
 def baseline_row(kind, model, imgsz, video, frames, threads, max_det=300, output=None):
     """Run one baseline (a key of BASELINES) in its own process; return its figures + peak RSS."""
     output = output or Path(video).with_name(f'{Path(video).stem}-{kind}.avi')
