@@ -225,7 +225,7 @@ def diagnostic_values(status):
 
 
 class OutputRecorder:
-    """Subscribes to outputs of a segtrack_node (all by default): latencies, arrivals, video."""
+    """Records outputs of a segtrack_node (all by default): latency, arrival, track ids, video."""
 
     def __init__(self, node, namespace, video_path=None, fps=30.0, topics=OUTPUT_TOPICS):
         from rclpy.qos import QoSProfile, ReliabilityPolicy
