@@ -22,6 +22,7 @@ import time
 import numpy as np
 
 from segtrack_ros.core import labels
+from segtrack_ros.core.errors import SegmenterError
 from segtrack_ros.core.render import Renderer
 from segtrack_ros.core.stats import PipelineStats
 from segtrack_ros.io import image_codec
@@ -206,14 +207,27 @@ class FramePipeline:
             changes, self._segmenter_changes = self._segmenter_changes, {}
             resets, self._resets = self._resets, set()
         if changes:
-            config = self.segmenter.config
-            if any(changes.get(key, getattr(config, key)) != getattr(config, key)
-                   for key in ('mode', 'tracker')):
-                resets |= set(self.streams)  # new tracks: the old ones' trails go too
-            self.segmenter.update(**changes)
+            resets |= self._update_segmenter(changes)
         for name in resets:
             self.segmenter.reset(name)
             self.streams[name].resets += 1
+
+    def _update_segmenter(self, changes):
+        """Apply settings to the segmenter; return the streams whose tracks a change reset."""
+        old = self.segmenter.config
+        try:
+            self.segmenter.update(**changes)
+        except SegmenterError as error:  # e.g. a ReID model file that exists but cannot load
+            self._report('error', None, f'{error}: tracking goes on with {old.tracker}')
+            self.segmenter.update(**{key: value for key, value in changes.items()
+                                     if key not in ('mode', 'tracker')})
+        new = self.segmenter.config
+        if (new.mode, new.tracker) == (old.mode, old.tracker):
+            return set()
+        if new.mode == 'track':
+            self._report('tracks_reset', None,
+                         f"tracker '{new.tracker}': tracks reset on every camera")
+        return set(self.streams)  # new tracks: the old ones' trails go too
 
     def _reset_on_stamp_jump(self, result):
         if result.header is None:

@@ -77,8 +77,9 @@ def test_stamp_jitter_keeps_the_tracks_and_a_jump_back_resets_them(segmenter):
 
 def test_a_new_tracker_or_mode_resets_tracks_and_trails_and_other_changes_do_not(segmenter):
     """The node passes every setting on each change: only mode and tracker changes reset."""
+    reports = []
     pipeline = FramePipeline(segmenter, RenderConfig(color_by='track', trail_length=30),
-                             streams=('changes',))
+                             streams=('changes',), report=lambda *report: reports.append(report))
     stream = pipeline.streams['changes']
 
     def next_frame(index):
@@ -101,6 +102,37 @@ def test_a_new_tracker_or_mode_resets_tracks_and_trails_and_other_changes_do_not
     assert stream.resets == 3 and stream.drawn_resets == 3
     pipeline.configure(mode='track', tracker=config.tracker, conf=config.conf)
     next_frame(5)
+    assert [text for kind, _, text in reports if kind == 'tracks_reset'] == [
+        f"tracker '{tracker}': tracks reset on every camera"
+        for tracker in (config.tracker, 'botsort.yaml', config.tracker)], reports
+
+
+def test_a_tracker_that_cannot_load_is_reported_and_the_old_one_goes_on(segmenter, tmp_path):
+    """A ReID model file that exists but is no model: one error, old tracks kept, conf applied."""
+    broken = tmp_path / 'broken-reid.pt'
+    broken.write_bytes(b'not a model')
+    tracker = tmp_path / 'botsort-reid.yaml'
+    tracker.write_text(f'tracker_type: botsort\nwith_reid: true\nmodel: {broken}\n'
+                       'track_high_thresh: 0.25\ntrack_low_thresh: 0.1\n'
+                       'new_track_thresh: 0.25\ntrack_buffer: 30\nmatch_thresh: 0.8\n'
+                       'fuse_score: true\ngmc_method: none\nproximity_thresh: 0.5\n'
+                       'appearance_thresh: 0.8\n')
+    reports = []
+    pipeline = FramePipeline(segmenter, TRACKING, streams=('broken',),
+                             report=lambda *report: reports.append(report))
+    config = segmenter.config
+    for index in range(3):
+        pipeline.segment([pipeline.decode('broken', scene_frame(4, index))])
+    pipeline.configure(mode='track', tracker=str(tracker), conf=config.conf + 0.05)
+    result = pipeline.segment([pipeline.decode('broken', scene_frame(4, 3))])[0]
+    try:
+        assert [kind for kind, _, _ in reports] == ['error'], reports
+        assert str(broken) in reports[0][2] and config.tracker in reports[0][2]
+        assert segmenter.config.tracker == config.tracker
+        assert segmenter.config.conf == pytest.approx(config.conf + 0.05)
+        assert pipeline.streams['broken'].resets == 0 and result.detections.ids.min() >= 1
+    finally:
+        segmenter.update(conf=config.conf)
 
 
 def test_importing_the_pipeline_needs_no_3d_message_packages():
