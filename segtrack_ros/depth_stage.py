@@ -17,7 +17,6 @@ import numpy as np
 
 from segtrack_ros.core.geometry import DepthMapping, GeometryError, locate, StampPairer
 from segtrack_ros.io import depth_msg
-from segtrack_ros.pipeline import DEPTH_OUTPUTS
 
 KEEP = 64  # depth images kept for pairing while 3D outputs are wanted
 DEPTH_PROBLEMS = ('none', 'no_camera_info', 'no_pairs', 'bad_depth')
@@ -75,13 +74,13 @@ class DepthInput:
 
     def outputs(self, detections, header, wanted, owner, colours=None, labels=None):
         """
-        Return the wanted 3D messages of a colour frame (`header`).
+        Return the `wanted` 3D messages of a colour frame (`header`).
 
-        `owner` is the frame's `labels.OwnerImage`; `colours` (BGR) and `labels` per instance
-        are needed for `markers`. Without a depth partner, only `markers`: one that deletes the
-        previous frame's. While no 3D output is wanted, only the newest depth image is kept.
+        `wanted` names 3D outputs only (of `pipeline.DEPTH_OUTPUTS`); `owner` is the frame's
+        `labels.OwnerImage`; `colours` (BGR) and `labels` per instance are needed for `markers`.
+        Without a depth partner, only `markers`: one that deletes the previous frame's. While no
+        3D output is wanted, only the newest depth image is kept.
         """
-        wanted = set(wanted) & set(DEPTH_OUTPUTS)
         self._pairer.limit(KEEP if wanted else 1)
         if not wanted:
             return {}

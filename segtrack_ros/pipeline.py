@@ -279,6 +279,7 @@ class FramePipeline:
         """Add a frame's 3D messages; a bad depth input or a fault is reported, 2D stands."""
         from segtrack_ros.depth_stage import BAD_DEPTH_ERRORS
 
+        wanted = wanted & set(DEPTH_OUTPUTS)  # the depth stage is given 3D outputs only
         detections = result.detections
         colours = names = None
         if 'markers' in wanted:  # the 2D look: colours and labels as this frame is drawn

@@ -73,7 +73,7 @@ def test_only_the_wanted_3d_outputs_are_made(frame):
     depth.put_info(camera_info())
     depth.put_image(depth_image(5.0, 1000))
     assert set(depth.outputs(detections, header(5.0), {'points'}, owner)) == {'points'}
-    assert depth.outputs(detections, header(5.0), {'detections'}, owner) == {}
+    assert depth.outputs(detections, header(5.0), set(), owner) == {}
 
 
 def test_no_pairs_within_the_tolerance_is_a_problem_with_the_offset(frame):
@@ -112,7 +112,7 @@ def test_only_the_newest_depth_image_is_kept_while_no_3d_output_is_wanted(frame)
     depth.put_info(camera_info())
     for seconds in (30.0, 30.066, 30.133):
         depth.put_image(depth_image(seconds, 1000))
-    assert depth.outputs(detections, header(30.0), {'detections'}, owner) == {}
+    assert depth.outputs(detections, header(30.0), set(), owner) == {}
     assert depth.outputs(detections, header(30.066), {'detections_3d'}, owner) == {}  # dropped
     assert set(depth.outputs(detections, header(30.133), {'detections_3d'}, owner)) == {
         'detections_3d'}

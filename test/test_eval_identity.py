@@ -4,8 +4,8 @@ import sys
 
 import numpy as np
 import pytest
-from segtrack_ros.eval.evaluate import FrameResult, MIN_AREA
 from segtrack_ros.eval.identity import combine, identity_metrics, tracker_file
+from segtrack_ros.eval.matching import FrameResult, MIN_AREA
 from segtrack_ros.eval.occlusion import occlusion_scenes, scene_truth
 from segtrack_ros.eval.synthetic import CLASS_NAMES, render_frame
 from ultralytics.utils import YAML

@@ -2,11 +2,16 @@
 The package's folders are dependency rules: programs → pipeline → io → core, never back up.
 
 Every import statement of every module is read (lazy imports inside functions included), so a
-rule broken anywhere in a folder fails here, and a fresh interpreter checks that importing the
-core and the I/O layer really loads no rclpy.
+rule broken anywhere in a folder, or a circle of imports between any two modules, fails here.
+Fresh interpreters check what importing really does: the core and eval load nothing of ROS
+(io may load message types and `rclpy.serialization`), and no module but the one that imports
+ultralytics on purpose loads torch or ultralytics or sets an environment variable.
 """
 
 import ast
+from graphlib import CycleError, TopologicalSorter
+import json
+import os
 from pathlib import Path
 import subprocess
 import sys
@@ -30,6 +35,14 @@ MAY_USE_MESSAGES = {'core': False, 'io': True, '': True, 'eval': False, 'cli': T
 MAY_USE_RCLPY = {'ros'}
 MAY_SERIALIZE = {'io', 'ros'}
 LAYERS = {'core', 'io', 'eval', 'cli', 'ros'}
+# Roots of ROS modules: rclpy and rcl_*, rosbag2_py, rosbags, rosidl_*, rmw_*, ament_*, launch*,
+# tf2_*, cv_bridge, message_filters (and, by suffix, every message, service and interface package).
+ROS_PREFIXES = ('rcl', 'ros', 'rmw', 'rpyutils', 'ament_', 'launch', 'tf2', 'cv_bridge',
+                'message_filters')
+# The one module that imports ultralytics (which sets OMP_NUM_THREADS=1 when it is unset) and
+# torch when it is imported: the segmenter imports it only when it makes its model.
+IMPORTS_ULTRALYTICS = {'segtrack_ros.core.crop_predictor'}
+PROCESS_VARIABLES = ('OMP_NUM_THREADS', 'YOLO_OFFLINE', 'YOLO_AUTOINSTALL')
 
 
 def imported_names(source):
@@ -49,11 +62,9 @@ def imported_names(source):
 
 
 def is_ros(name):
-    """Return whether module `name` is a ROS one (rclpy, message packages, bags, ament)."""
+    """Return whether module `name` is a ROS one (rclpy, messages, bags, tf2, cv_bridge, ...)."""
     root = name.split('.')[0]
-    return (root in {'rclpy', 'rosbags', 'ament_index_python', 'launch', 'launch_ros',
-                     'rosidl_runtime_py', 'builtin_interfaces'}
-            or root.endswith(('_msgs', '_srvs', '_interfaces')))
+    return root.startswith(ROS_PREFIXES) or root.endswith(('_msgs', '_srvs', '_interfaces'))
 
 
 def layer_of(name):
@@ -82,6 +93,52 @@ def modules():
     for path in sorted(PACKAGE.rglob('*.py')):
         folder = path.parent.relative_to(PACKAGE).as_posix()
         yield ('' if folder == '.' else folder), path
+
+
+def module_name(path):
+    """Return the dotted name of the package's module at `path`."""
+    parts = path.relative_to(PACKAGE.parent).with_suffix('').parts
+    return '.'.join(parts[:-1] if parts[-1] == '__init__' else parts)
+
+
+def package_imports(source, names):
+    """Return the modules among `names` that `source` imports (`from a import b`: a.b if one)."""
+    found = set()
+    for node in ast.walk(ast.parse(source)):
+        if isinstance(node, ast.Import):
+            found.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom):
+            found.update(f'{node.module}.{alias.name}' if f'{node.module}.{alias.name}' in names
+                         else node.module for alias in node.names)
+    return found & names
+
+
+def import_cycle(graph):
+    """Return a circle of imports in `graph` (module → modules it imports), or None."""
+    try:
+        tuple(TopologicalSorter(graph).static_order())
+    except CycleError as error:
+        return error.args[1]
+    return None
+
+
+def imports_in_fresh_interpreter(names):
+    """
+    Import `names` in a new interpreter without PROCESS_VARIABLES.
+
+    Returns the modules those imports loaded (not those the interpreter starts with, such as
+    the ROS wheels' `.pth` bootstrapper) and the values of PROCESS_VARIABLES afterwards.
+    """
+    script = ('import importlib, json, os, sys\n'
+              'before = set(sys.modules)\n'
+              f'for name in {names!r}:\n    importlib.import_module(name)\n'
+              f'print(json.dumps([sorted(set(sys.modules) - before), {{name: os.environ.get(name) '
+              f'for name in {PROCESS_VARIABLES!r}}}]))')
+    env = {name: value for name, value in os.environ.items() if name not in PROCESS_VARIABLES}
+    loaded, variables = json.loads(subprocess.run(
+        [sys.executable, '-c', script], capture_output=True, text=True, check=True,
+        env=env).stdout)
+    return loaded, variables
 
 
 def test_every_folder_is_a_known_layer():
@@ -120,12 +177,41 @@ def test_the_check_allows_what_the_rules_allow(layer, source):
     assert not violations(layer, source)
 
 
+def test_no_module_imports_itself_through_others():
+    names = {module_name(path) for _, path in modules()}
+    graph = {module_name(path): package_imports(path.read_text(), names) for _, path in modules()}
+    assert import_cycle(graph) is None
+
+
+def test_the_cycle_check_finds_a_lazy_circle():
+    names = {'segtrack_ros.a', 'segtrack_ros.b', 'segtrack_ros.c'}
+    graph = {'segtrack_ros.a': package_imports('from segtrack_ros import b', names),
+             'segtrack_ros.b': package_imports('def f():\n    import segtrack_ros.c\n', names),
+             'segtrack_ros.c': package_imports('from segtrack_ros.a import x', names)}
+    assert set(import_cycle(graph)) == names
+    graph['segtrack_ros.c'] = set()
+    assert import_cycle(graph) is None
+
+
+@pytest.mark.parametrize('name, ros', [
+    ('rclpy.serialization', True), ('sensor_msgs.msg', True), ('cv_bridge', True),
+    ('rosbag2_py', True), ('tf2_ros', True), ('tf2_geometry_msgs', True),
+    ('message_filters', True), ('rosidl_runtime_py', True), ('launch_ros.actions', True),
+    ('numpy', False), ('cv2', False), ('torch', False), ('ultralytics', False),
+])
+def test_ros_modules_are_known_by_name(name, ros):
+    assert is_ros(name) == ros
+
+
 def test_core_and_eval_load_nothing_of_ros():
-    names = [f'segtrack_ros.{layer}.{path.stem}' for layer, path in modules()
-             if layer in {'core', 'eval'} and path.stem != '__init__']
-    script = ('import importlib, sys\n'
-              f'for name in {names!r}:\n    importlib.import_module(name)\n'
-              'print(" ".join(sys.modules))')
-    loaded = subprocess.run([sys.executable, '-c', script], capture_output=True, text=True,
-                            check=True).stdout.split()
+    loaded, _ = imports_in_fresh_interpreter(
+        [module_name(path) for layer, path in modules() if layer in {'core', 'eval'}])
     assert not [name for name in loaded if is_ros(name)]
+
+
+def test_importing_the_package_changes_nothing_global():
+    """`import segtrack_ros`, and of any module but crop_predictor, sets no variable, no torch."""
+    names = sorted({module_name(path) for _, path in modules()} - IMPORTS_ULTRALYTICS)
+    loaded, variables = imports_in_fresh_interpreter(names)
+    assert variables == dict.fromkeys(PROCESS_VARIABLES)
+    assert not {'torch', 'ultralytics'} & set(loaded)

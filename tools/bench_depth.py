@@ -30,26 +30,24 @@ cost, the rate over DDS) belong together.
 
 import argparse
 from pathlib import Path
-import sys
 import threading
 import time
 
 import benchlib
 import numpy as np
 
-sys.path.insert(0, str(benchlib.REPO))
-
-from segtrack_ros.core import labels  # noqa: E402
-from segtrack_ros.core.detections import Detections  # noqa: E402
-from segtrack_ros.core.geometry import DepthMapping, locate  # noqa: E402
-from segtrack_ros.depth_stage import DEPTH_OUTPUTS, DepthInput  # noqa: E402
-from segtrack_ros.eval.synthetic import (  # noqa: E402
+from segtrack_ros.core import labels
+from segtrack_ros.core.detections import Detections
+from segtrack_ros.core.geometry import DepthMapping, locate
+from segtrack_ros.depth_stage import DepthInput
+from segtrack_ros.eval.synthetic import (
     build_scene, CLASS_NAMES, render_frame, SceneConfig)
-from segtrack_ros.eval.synthetic_depth import (  # noqa: E402
+from segtrack_ros.eval.synthetic_depth import (
     build_depth_scene, colour_camera, depth_image, DepthConfig, SensorModel, stage_errors)
-from segtrack_ros.io import image_codec  # noqa: E402
-from sensor_msgs.msg import CameraInfo, Image  # noqa: E402
-from std_msgs.msg import Header  # noqa: E402
+from segtrack_ros.io import image_codec
+from segtrack_ros.pipeline import DEPTH_OUTPUTS
+from sensor_msgs.msg import CameraInfo, Image
+from std_msgs.msg import Header
 
 COSTS = (((768, 576), 20, 5.0), ((1920, 1080), 300, 20.0))  # frame, instances, target ms
 THIN = [CLASS_NAMES.index('triangle'), CLASS_NAMES.index('ring')]

@@ -9,7 +9,6 @@ so the two columns show whether the package loses anything of what the model giv
 """
 
 import argparse
-from dataclasses import dataclass
 from pathlib import Path
 import tempfile
 
@@ -18,23 +17,9 @@ import numpy as np
 from segtrack_ros.core.runtime import apply_process_defaults
 from segtrack_ros.core.segmenter import BUNDLED_MODEL, Segmenter, SegmenterConfig
 from segtrack_ros.core.tracking import check_tracker, DEFAULT_TRACKER
+from segtrack_ros.eval.matching import FrameResult, MIN_AREA, MIN_IOU
 from segtrack_ros.eval.synthetic import CLASS_NAMES, load_truth, SceneConfig, write_video
 from segtrack_ros.io.video_io import open_source, read_frames
-
-MIN_IOU = 0.5
-# Ground-truth instances with fewer visible pixels are "don't care" (MOTS-style ignore regions):
-# about the 4×4 px at 320 below which the training labels skip objects too.
-MIN_AREA = 100
-
-
-@dataclass(frozen=True)
-class FrameResult:
-    """What a tracker says of one frame: ids, classes, scores, and N×H×W bool masks."""
-
-    ids: np.ndarray
-    class_ids: np.ndarray
-    scores: np.ndarray
-    masks: np.ndarray
 
 
 def iou_matrix(masks_a, masks_b):

@@ -22,7 +22,7 @@ import numpy as np
 from segtrack_ros.core.detections import detections_from_result
 from segtrack_ros.core.segmenter import load_model, Segmenter, SegmenterConfig
 from segtrack_ros.core.tracking import check_tracker, DEFAULT_TRACKER, StreamTrackers
-from segtrack_ros.eval.evaluate import FrameResult, MIN_AREA, MIN_IOU
+from segtrack_ros.eval.matching import FrameResult, MIN_AREA, MIN_IOU
 from segtrack_ros.eval.occlusion import occlusion_scenes
 from segtrack_ros.eval.synthetic import render_frame
 
@@ -83,7 +83,7 @@ def identity_metrics(truths, results):
     """
     Compute trackeval's HOTA, Identity and CLEAR figures of one sequence (see module docstring).
 
-    `truths` are `synthetic.FrameTruth`s and `results` `evaluate.FrameResult`s, one per frame;
+    `truths` are `synthetic.FrameTruth`s and `results` `matching.FrameResult`s, one per frame;
     returns the per-sequence results of the three metrics, to be combined with `combine`.
     """
     from trackeval.metrics import CLEAR, HOTA, Identity
