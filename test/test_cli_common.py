@@ -6,6 +6,8 @@ Both parsers are checked: a parameter given a flag in `params.PARAMETERS` is a f
 """
 
 from dataclasses import replace
+import subprocess
+import sys
 
 import pytest
 from segtrack_ros.cli import bag, common, video
@@ -76,3 +78,12 @@ def test_refusals_name_the_flag(program, flags, message):
     with pytest.raises(common.UsageError) as error:
         common.check_args(parse(program, *flags))
     assert str(error.value).startswith(message)
+
+
+@pytest.mark.parametrize('module', ['segtrack_ros.cli.video', 'segtrack_ros.cli.bag',
+                                    'segtrack_ros.cli.fleet', 'segtrack_ros.eval.evaluate'])
+def test_python_dash_m_runs_the_program(module):
+    done = subprocess.run([sys.executable, '-m', module, '--help'], capture_output=True,
+                          text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.startswith('usage: ')  # main() ran, not only the import
