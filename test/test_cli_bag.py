@@ -30,6 +30,8 @@ from rosbags.rosbag2 import Reader, Writer
 from rosbags.typesys import get_types_from_msg, get_typestore, Stores
 from segtrack_ros.cli import bag as bag_cli
 from segtrack_ros.cli.common import make_segmenter
+from segtrack_ros.core.segmenter import BUNDLED_MODEL, Segmenter, SegmenterConfig
+from segtrack_ros.eval.synthetic import generate_scene, SceneConfig
 from segtrack_ros.io import image_codec
 from segtrack_ros.io.bag_io import (BagError, camera_name, check_namespace, output_topics,
                                     OUTPUT_TYPES, output_typestore, share_directory, STORAGES)
@@ -46,6 +48,7 @@ FRONT, REAR, CHATTER = '/front/image_raw', '/rear/image_raw/compressed', '/chatt
 TYPES = {FRONT: 'sensor_msgs/msg/Image', REAR: 'sensor_msgs/msg/CompressedImage',
          CHATTER: 'std_msgs/msg/String'}
 FRAMES = 5  # per camera
+SCENE_FRAMES = 6  # per camera, generated scenes; TrackTrack confirms a track on its third frame
 WIDTH, HEIGHT = 320, 240
 BAG_START = 1_700_000_000 * 10**9
 PERIOD = 100_000_000  # ns between a camera's frames
@@ -577,3 +580,53 @@ def test_outputs_equal_the_nodes(inputs, annotated, untrained_weights, permissiv
         probe.destroy()
         rclpy.try_shutdown()
     assert 'Traceback' not in process.output, process.output
+
+
+def test_default_tracker_gives_each_topic_the_cores_ids(tmp_path):
+    """
+    The default tracker (TrackTrack, ReID from the detector) over two cameras' generated scenes.
+
+    The bundled model finds the shapes. Each topic's ids, classes and boxes, frame by frame,
+    equal the core's for that camera's frames as its own stream: the cameras' tracks never mix.
+    """
+    messages, inputs = [], {FRONT: [], REAR: []}  # what the core sees: the decoded frames
+    scenes = {topic: generate_scene(SceneConfig(width=WIDTH, height=HEIGHT, frames=SCENE_FRAMES,
+                                                objects=6, seed=seed))
+              for topic, seed in ((FRONT, 21), (REAR, 22))}
+    for index, ((front, _), (rear, _)) in enumerate(zip(scenes[FRONT], scenes[REAR])):
+        rear_message = image_codec.to_compressed_msg(rear, header(REAR, index))
+        messages += [(FRONT, bag_time(FRONT, index),
+                      image_codec.to_image_msg(front, 'bgr8', header(FRONT, index))),
+                     (REAR, bag_time(REAR, index), rear_message)]
+        inputs[FRONT].append(front)
+        inputs[REAR].append(image_codec.decode_compressed(rear_message))
+    output = tmp_path / 'out'
+    code, out, err = run_cli([write_bag(tmp_path / 'scenes', 'mcap', messages), output,
+                              '--topic', FRONT, '--topic', REAR, '--model', BUNDLED_MODEL,
+                              '--device', 'cpu', '--imgsz', 320])
+    assert code == 0, err
+    assert f'{2 * SCENE_FRAMES} frames of 2 topic(s)' in out, out
+    _, written = decoded_bag(output)
+
+    core = Segmenter(SegmenterConfig(model=str(BUNDLED_MODEL), device='cpu', mode='track',
+                                     imgsz=320))
+    try:
+        expected = {topic: [] for topic in inputs}
+        for index in range(SCENE_FRAMES):  # in bag order, each camera its own stream
+            for topic, frames in inputs.items():
+                expected[topic].append(core.process(frames[index], topic))
+        names = core.class_names
+    finally:
+        core.release()
+    for topic, camera in ((FRONT, 'front'), (REAR, 'rear')):
+        arrays = written[f'/segtrack/{camera}/detections']
+        assert len(arrays) == SCENE_FRAMES
+        for index, ((_, array), want) in enumerate(zip(arrays, expected[topic])):
+            got = array.detections
+            assert [int(d.id) for d in got] == want.ids.tolist(), (topic, index)
+            assert [d.results[0].hypothesis.class_id for d in got] == [
+                names[int(c)] for c in want.class_ids], (topic, index)
+            centers = [(d.bbox.center.position.x, d.bbox.center.position.y) for d in got]
+            np.testing.assert_allclose(np.reshape(centers, (-1, 2)),
+                                       (want.boxes[:, :2] + want.boxes[:, 2:]) / 2, atol=1e-3)
+        assert len({i for d in expected[topic] for i in d.ids}) > 2, f'few tracks on {topic}'

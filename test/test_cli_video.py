@@ -3,7 +3,8 @@ Tests of the `segtrack-video` command: in-process through `main`, and as a real 
 
 An untrained model with a very low confidence threshold finds (random) instances in every frame,
 so the runs do the full work of a real model without needing its weights. It is saved once, from
-an initialisation that does find instances (about one in seven finds none).
+an initialisation that does find instances (about one in seven finds none). The trackers' tests
+use the bundled shapes model on a generated scene, whose tracks the core's equal.
 """
 
 import os
@@ -16,8 +17,16 @@ from conftest import UNTRAINED_CONF
 import cv2
 import numpy as np
 import pytest
-from segtrack_ros.cli.video import main
-from segtrack_ros.io.video_io import read_frames
+from segtrack_ros.cli.common import render_config
+from segtrack_ros.cli.video import build_parser, main, run
+from segtrack_ros.core.render import Renderer
+from segtrack_ros.core.segmenter import BUNDLED_MODEL, Segmenter, SegmenterConfig
+from segtrack_ros.eval.synthetic import SceneConfig, write_video
+from segtrack_ros.io.video_io import open_writer, read_frames
+import torch
+from ultralytics import YOLO
+from ultralytics.utils import YAML
+from ultralytics.utils.checks import check_yaml
 
 SCRIPT = Path(sys.executable).parent / 'segtrack-video'
 IMGSZ = 320
@@ -208,3 +217,82 @@ def test_tracker_with_a_yaml_error_is_one_line(base, test_video, tmp_path, capfd
     assert code == 1
     assert_one_error_line(stderr, 'broken_tracker.yaml', 'not valid YAML')
     assert not output.exists()
+
+
+SCENE_FRAMES = 8  # TrackTrack confirms a track on its third frame
+
+
+@pytest.fixture(scope='module')
+def scene_video(tmp_path_factory):
+    """Return a generated scene of moving shapes as an MJPG video, for the bundled model."""
+    path = tmp_path_factory.mktemp('scene') / 'scene.avi'
+    write_video(path, SceneConfig(width=384, height=288, frames=SCENE_FRAMES, objects=6, seed=3))
+    return path
+
+
+@pytest.fixture(scope='module')
+def reid_trackers(tmp_path_factory):
+    """
+    Return two TrackTrack configs with a local ReID model file: ReID on, and the same with it off.
+
+    The model is an untrained classifier. Appearance alone decides the matches (iou_weight 0,
+    a tight match_thresh): the classifier keeps the ids on this scene, motion alone does not,
+    so a run that lost the ReID model shows.
+    """
+    folder = tmp_path_factory.mktemp('reid')
+    torch.manual_seed(0)
+    YOLO('yolov8n-cls.yaml').save(str(folder / 'untrained-cls.pt'))
+    settings = {**YAML.load(check_yaml('tracktrack.yaml')),
+                'model': str(folder / 'untrained-cls.pt'), 'iou_weight': 0.0, 'reid_weight': 1.0,
+                'match_thresh': 0.3}
+    paths = []
+    for reid in (True, False):
+        paths.append(str(folder / f'tracktrack-reid-{str(reid).lower()}.yaml'))
+        YAML.save(paths[-1], {**settings, 'with_reid': reid})
+    return paths
+
+
+def core_annotated(tracker, frames, render, output):
+    """
+    Track `frames` with the core and `tracker`, draw them with `render`, write them to `output`.
+
+    Return the track ids of each frame and the frames read back: the CLI's frames equal to
+    these mean equal ids, as a track drawing's labels and colours are the ids.
+    """
+    chosen = {'tracker': tracker} if tracker else {}  # none: the core's default
+    segmenter = Segmenter(SegmenterConfig(model=str(BUNDLED_MODEL), device='cpu', mode='track',
+                                          imgsz=IMGSZ, **chosen))
+    renderer = Renderer(render)
+    writer = open_writer(output, 15.0, frames[0].shape[1], frames[0].shape[0])
+    ids = []
+    for frame in frames:
+        detections = segmenter.process(frame)
+        ids.append(detections.ids.tolist())
+        writer.write(renderer.draw(frame, detections))
+    writer.release()
+    segmenter.release()
+    return ids, read_video(output)[0]
+
+
+@pytest.mark.parametrize('tracker', ['default', 'tracktrack.yaml', 'reid file'])
+def test_each_tracker_gives_the_cores_ids(scene_video, reid_trackers, tmp_path, tracker):
+    """The bundled model on a generated scene: the CLI's tracks are the core's, frame by frame."""
+    tracker = {'default': None, 'reid file': reid_trackers[0]}.get(tracker, tracker)
+    output = tmp_path / 'cli.avi'
+    args = build_parser().parse_args(
+        [str(scene_video), '--model', str(BUNDLED_MODEL), '--device', 'cpu', '--imgsz',
+         str(IMGSZ), '--no-show', '--output', str(output),
+         *(['--tracker', tracker] if tracker else [])])
+    summary, _ = run(args, progress=False)
+    frames = read_video(scene_video)[0]
+    ids, expected = core_annotated(tracker, frames, render_config(args), tmp_path / 'core.avi')
+    assert summary.frames == len(frames) == SCENE_FRAMES
+    assert summary.instances == sum(map(len, ids))
+    assert summary.track_ids == {('default', i) for frame_ids in ids for i in frame_ids}
+    assert summary.tracks > 2, 'the scene should have tracks'
+    for index, (got, want) in enumerate(zip(read_video(output)[0], expected)):
+        same = np.array_equal(got, want)
+        assert same, f'frame {index}: ids {ids[index]} expected'
+    if tracker == reid_trackers[0]:  # the ReID model made these ids: without it they differ
+        assert core_annotated(reid_trackers[1], frames, render_config(args),
+                              tmp_path / 'no-reid.avi')[0] != ids

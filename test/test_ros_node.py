@@ -20,6 +20,7 @@ from rclpy.parameter_client import AsyncParameterClient
 from ros_harness import BEST_EFFORT, make_frame, NodeProcess, RELIABLE, running_probe, wait_until
 from segtrack_ros.core import labels
 from segtrack_ros.core.segmenter import BUNDLED_MODEL, Segmenter, SegmenterConfig
+from segtrack_ros.core.tracking import DEFAULT_TRACKER
 from segtrack_ros.eval.synthetic import build_scene, render_frame, SceneConfig
 from segtrack_ros.io import image_codec
 from sensor_msgs.msg import CompressedImage, Image
@@ -314,6 +315,48 @@ def test_bad_parameters_at_run_time_are_refused(probe, segtrack, values, reason)
     assert reason in result.reason
 
 
+def tracks_reset_logged(process):
+    """Return how many times the node logged that its tracks were reset."""
+    return process.output.count('tracks reset')
+
+
+def test_tracker_change_at_run_time_resets_tracks_and_logs_it(probe, segtrack, outputs,
+                                                              image_publisher, core):
+    """
+    Tracker bytetrack.yaml set while tracking: the ids are a fresh ByteTrack's; one line says so.
+
+    Before the change the default tracker follows another scene, whose ids a kept tracker would
+    go on past. The line is throttled per kind: no test before this one changes mode or tracker.
+    """
+    warm_up(probe, image_publisher, outputs)
+    reset_tracks(probe)
+    before = [scene_frame(14, index) for index in range(3)]
+    after = [scene_frame(15, index) for index in range(4)]
+    for frame in before:
+        send_and_wait(probe, image_publisher, outputs, frame)
+    resets = tracks_reset_logged(segtrack)
+    fresh = Segmenter(SegmenterConfig(model=str(BUNDLED_MODEL), device='cpu', imgsz=320,
+                                      mode='track', tracker='bytetrack.yaml'))
+    try:
+        result, = set_parameters(probe, tracker='bytetrack.yaml')
+        assert result.successful, result.reason
+        got, expected = [], []
+        for frame in after:
+            header = send_and_wait(probe, image_publisher, outputs, frame)
+            got.append(detection_ids(outputs, header))
+            expected.append(fresh.process(frame).ids.tolist())
+        assert got == expected
+        assert wait_until(lambda: tracks_reset_logged(segtrack) > resets), segtrack.output
+        assert tracks_reset_logged(segtrack) == resets + 1, segtrack.output
+    finally:
+        fresh.release()
+        result, = set_parameters(probe, tracker=DEFAULT_TRACKER)
+        assert result.successful, result.reason
+    kept = [core.process(frame, 'kept-tracker').ids.tolist() for frame in before + after]
+    assert kept[len(before):] != expected, 'a kept tracker would give the same ids'
+    assert any(expected), 'the scene should have tracks'
+
+
 def jumps_logged(process):
     """Return how many times the node logged a backwards jump of the input stamps."""
     return process.output.count('jumped backwards')
@@ -497,6 +540,25 @@ def test_bad_parameters_at_start_exit_with_one_line(values, message):
     assert code == 1, process.output
     assert len(errors) == 1 and message in errors[0], process.output
     assert 'Traceback' not in process.output
+
+
+@pytest.mark.parametrize('reid_model, message', [
+    ('missing/reid.pt', 'not found'), ('yolov8s-cls.pt', 'cannot be downloaded offline')])
+def test_missing_reid_model_at_start_is_one_line(tmp_path, reid_model, message):
+    """A tracker whose ReID model is neither here nor downloadable offline: one line, no fetch."""
+    tracker = tmp_path / 'reid_tracker.yaml'
+    tracker.write_text(f'tracker_type: tracktrack\nwith_reid: true\nmodel: {reid_model}\n')
+    process = NodeProcess('segtrack_node', {'model': str(BUNDLED_MODEL), 'device': 'cpu',
+                                            'tracker': str(tracker)})
+    try:
+        code = process.wait(timeout=TIMEOUT)
+    finally:
+        process.stop()  # a node that started anyway
+    errors = [line for line in process.lines if line.startswith('segtrack_node: error')]
+    assert code == 1, process.output
+    assert len(errors) == 1 and message in errors[0], process.output
+    assert reid_model in errors[0] and 'reid_tracker.yaml' in errors[0], process.output
+    assert 'Traceback' not in process.output and 'Download' not in process.output
 
 
 @pytest.mark.parametrize('sig', [signal.SIGINT, signal.SIGTERM])
