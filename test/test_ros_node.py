@@ -326,7 +326,7 @@ def test_tracker_change_at_run_time_resets_tracks_and_logs_it(probe, segtrack, o
     Tracker bytetrack.yaml set while tracking: the ids are a fresh ByteTrack's; one line says so.
 
     Before the change the default tracker follows another scene, whose ids a kept tracker would
-    go on past. The line is throttled per kind: no test before this one changes mode or tracker.
+    go on past.
     """
     warm_up(probe, image_publisher, outputs)
     reset_tracks(probe)

@@ -387,11 +387,13 @@ class SegTrackNode(LifecycleNode):
         if not self.context.ok():
             return
         # Throttled per camera and kind: rclpy's own throttle is per call site, where one
-        # camera's line would hide every other camera's.
+        # camera's line would hide every other camera's. A reset by a parameter change is
+        # the user's own doing, one line each time.
         now = time.monotonic()
         with self._reported_lock:
             last = self._reported.get((stream, kind))
-            if last is not None and now - last < THROTTLE_SECONDS:
+            if (kind != 'tracks_reset' and last is not None
+                    and now - last < THROTTLE_SECONDS):
                 return
             self._reported[stream, kind] = now
         text = (f'camera {stream}: ' if stream else '') + text
