@@ -18,7 +18,7 @@ setup(
         (f'share/{PACKAGE}/config', glob('config/*')),
     ],
     install_requires=['setuptools'],
-    extras_require={'fleet': ['ray==2.60.0']},
+    extras_require={'fleet': ['ray[client]==2.60.0']},  # client: --address ray://host:port
     zip_safe=True,
     maintainer='segtrack_ros maintainers',
     maintainer_email='segtrack@example.com',

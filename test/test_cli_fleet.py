@@ -12,6 +12,7 @@ import importlib.util
 import io
 import os
 from pathlib import Path
+import re
 import shutil
 import signal
 import subprocess
@@ -41,9 +42,9 @@ LOOPBACK = {'127.0.0.1', '::1', '::ffff:127.0.0.1'}
 class Watched:
     """The command in a process of its own, and every process it starts (Ray's, sampled)."""
 
-    def __init__(self, argv):
+    def __init__(self, argv, env=None):
         self.process = psutil.Popen([str(arg) for arg in argv], stdout=subprocess.PIPE,
-                                    stderr=subprocess.PIPE, text=True)
+                                    stderr=subprocess.PIPE, text=True, env=env)
         self.started = {}
         self.names = {}  # pid -> name of each process seen below the command
 
@@ -149,15 +150,21 @@ def test_command_starts_its_ray_and_sigterm_stops_all(bags, model_flags, tmp_pat
     """
     The installed command starts a local Ray and processes a bag; SIGTERM during the next bag.
 
-    It exits 130 in one line, the finished bag stays, the other leaves no partial output, and
-    no Ray process is left.
+    Usage statistics are off in Ray's processes (not set by the caller). It exits 130 in one
+    line, the finished bag stays, the other leaves no partial output, and no Ray process is left.
     """
     good, _ = bags
     long_bag = write_bag(tmp_path / 'long', 'mcap', input_messages(60))
     output = tmp_path / 'out'
+    env = {name: value for name, value in os.environ.items()
+           if name != 'RAY_USAGE_STATS_ENABLED'}
     command = Watched([SCRIPT, good[2], long_bag, '--output', output, '--cpus-per-task', 2,
-                       *TOPICS, *model_flags])  # one worker: drive_c, then long
+                       *TOPICS, *model_flags], env)  # one worker: drive_c, then long
     command.wait_for(lambda: list(output.glob('.long.*.partial')), timeout=300)
+    ray_servers = [command.started[pid] for pid, name in command.names.items()
+                   if name in ('gcs_server', 'raylet')]
+    assert {process.environ().get('RAY_USAGE_STATS_ENABLED') for process in ray_servers} == {
+        '0'}, command.names
     command.process.send_signal(signal.SIGTERM)
     _, err = command.process.communicate(timeout=60)
     assert command.process.returncode == 130, err
@@ -199,14 +206,15 @@ def test_ray_listens_on_loopback_only(ray_session):
 
 def test_same_outputs_as_segtrack_bag_and_failures(ray_session, bags, model_flags, tmp_path):
     """
-    Three good bags and a corrupt one at once: the good ones hold `segtrack-bag`'s messages.
+    Three good bags and a corrupt one on one worker: the good ones hold `segtrack-bag`'s messages.
 
     The corrupt bag fails the same way each time: tried once, reported in one line; the others
-    go on; exit 1.
+    go on; exit 1. The one worker (its model loaded once) did every bag; the table and the
+    summary give each bag's frames, fps and instances as `segtrack-bag` counts them.
     """
     good, corrupt = bags
     output = tmp_path / 'out'
-    code, out, err = run_fleet([*good, corrupt, '--output', output, '--cpus-per-task', 1,
+    code, out, err = run_fleet([*good, corrupt, '--output', output, '--cpus-per-task', 2,
                                 *TOPICS, *model_flags])
     assert code == 1, err
     failure = (f"segtrack-fleet: {corrupt}: failed after 1 attempt(s): bag '{corrupt}' "
@@ -218,13 +226,24 @@ def test_same_outputs_as_segtrack_bag_and_failures(ray_session, bags, model_flag
         'drive_a': 'done', 'drive_b': 'done', 'drive_c': 'done', 'corrupt': 'failed'}
     assert [rows[name]['frames'] for name in ('drive_a', 'drive_b', 'drive_c')] == ['8', '6', '4']
     assert rows['corrupt']['attempts'] == '1'
+    assert len({row['worker'] for row in rows.values()}) == 1, rows
+    assert re.fullmatch(r'.+:\d+', rows['corrupt']['worker']), rows  # host:pid
     assert sorted(path.name for path in output.iterdir()) == [
         'drive_a', 'drive_b', 'drive_c', 'summary.csv']  # no partial output left
+    assert [line.split() for line in out.splitlines()[:5]] == [
+        ['bag', 'frames', 'fps', 'instances', 'status'],
+        *([row['bag'], row['frames'], row['fps'], row['instances'], 'done']
+          for row in (rows['drive_a'], rows['drive_b'], rows['drive_c'])),
+        ['corrupt', 'failed']]
     for bag in good:
+        row = rows[fleet.output_name(bag)]
+        assert float(row['fps']) == pytest.approx(int(row['frames']) / float(row['seconds']),
+                                                  rel=0.05), row
         expected = tmp_path / f'bag_{bag.name}'
-        with torch_threads(1):  # as the fleet's workers of --cpus-per-task 1
-            code, _, err = run_bag([bag, expected, *TOPICS, *model_flags])
+        with torch_threads(2):  # as the fleet's worker of --cpus-per-task 2
+            code, out, err = run_bag([bag, expected, *TOPICS, *model_flags])
         assert code == 0, err
+        assert f" {row['instances']} instances," in out, (row, out)
         assert decoded_bag(output / fleet.output_name(bag)) == decoded_bag(expected), bag
 
 
@@ -252,6 +271,30 @@ def test_a_worker_that_dies_is_restarted_and_its_bag_retried(ray_session, model_
     row = summary_rows(output)['long']
     assert (row['status'], row['attempts'], row['frames']) == ('done', '2', '80')
     assert sorted(path.name for path in output.iterdir()) == ['long', 'summary.csv']
+
+
+def test_a_bag_failing_each_time_is_tried_three_times(ray_session, bags, model_flags, tmp_path):
+    """An unexpected error at every attempt: the bag is tried 3 times, then told in one line."""
+    class WornWorker(fleet_pool.BagWorker):
+        def process(self, args, source, target):
+            raise RuntimeError(f'worn out on {Path(source).name}')
+
+    class WornFleet(fleet_pool.Fleet):
+        worker = WornWorker
+
+    good, _ = bags
+    args = fleet.build_parser().parse_args(
+        [str(arg) for arg in (good[0], '--output', tmp_path, *TOPICS, *model_flags)])
+    err = io.StringIO()
+    with redirect_stderr(err):
+        rows = WornFleet(ray_session, args, [(good[0], 'drive_a')], progress=False).run()
+    assert err.getvalue().splitlines() == [
+        f'segtrack-fleet: {good[0]}: failed after 3 attempt(s): RuntimeError: worn out on '
+        'drive_a']
+    row = rows['drive_a']
+    assert (row['status'], row['attempts'], row['reason']) == (
+        'failed', 3, 'RuntimeError: worn out on drive_a')
+    assert os.listdir(tmp_path) == []
 
 
 def test_resume_skips_finished_bags(ray_session, bags, model_flags, tmp_path):
@@ -298,6 +341,56 @@ def test_inputs_of_one_name_are_refused(tmp_path):
     with pytest.raises(UsageError, match="'a/drive' and 'b/drive.mcap' would both write"):
         fleet.plan(['a/drive', 'b/drive.mcap'], tmp_path)
     assert fleet.plan(['a/x.mcap', 'b/y/'], tmp_path) == [('a/x.mcap', 'x'), ('b/y/', 'y')]
+
+
+@pytest.mark.parametrize(('resources', 'cpus', 'gpus', 'bags', 'plan'), [
+    ({'CPU': 2.0}, 1.0, None, 5, (2, 0.0)),  # this machine: one worker per core
+    ({'CPU': 2.0}, 2.0, None, 5, (1, 0.0)),
+    ({'CPU': 64.0}, 1.0, None, 3, (3, 0.0)),  # no more workers than bags
+    ({'CPU': 64.0, 'GPU': 4.0}, 1.0, None, 10, (4, 1.0)),  # GPUs: one each by default
+    ({'CPU': 64.0, 'GPU': 4.0}, 1.0, 0.5, 10, (8, 0.5)),
+    ({'CPU': 64.0, 'GPU': 4.0}, 1.0, 0.0, 10, (10, 0.0)),  # GPUs left alone when asked
+    ({'CPU': 3.0, 'GPU': 4.0}, 1.0, None, 10, (3, 1.0)),  # the CPUs limit
+])
+def test_worker_plan_fits_the_cluster(resources, cpus, gpus, bags, plan):
+    """As many workers as the cluster's CPUs and GPUs hold, one GPU each when it has GPUs."""
+    assert fleet_pool.worker_plan(resources, cpus, gpus, bags) == plan
+
+
+@pytest.mark.parametrize(('resources', 'cpus', 'gpus', 'message'), [
+    ({'CPU': 2.0}, 4.0, None, r'\(2 CPUs, 0 GPUs\) with --cpus-per-task 4 --gpus-per-task 0$'),
+    ({'CPU': 2.0}, 1.0, 1.0, r'\(2 CPUs, 0 GPUs\) with --cpus-per-task 1 --gpus-per-task 1$'),
+    ({}, 1.0, None, r'\(0 CPUs, 0 GPUs\)'),
+])
+def test_worker_plan_refuses_a_cluster_no_worker_fits(resources, cpus, gpus, message):
+    """No worker fits: one line naming the cluster's resources and the flags."""
+    with pytest.raises(UsageError, match=f'^no worker fits the cluster {message}'):
+        fleet_pool.worker_plan(resources, cpus, gpus, 4)
+
+
+def test_a_cluster_that_does_not_answer_is_one_line(tmp_path):
+    """
+    --address of no running cluster: one line and exit 1 within seconds, no Ray process started.
+
+    Ray Client (ray://) and `auto` (here through RAY_ADDRESS, as a stale address of a stopped
+    `ray start` would be): Ray alone waited 30 s and minutes.
+    """
+    env = dict(os.environ, RAY_ADDRESS='127.0.0.1:1')
+    commands = {address: Watched([SCRIPT, 'bag', '--output', tmp_path / 'out', *TOPICS,
+                                  '--address', address], env)
+                for address in ('ray://127.0.0.1:1', 'auto')}
+    start = time.monotonic()
+    for command in commands.values():
+        command.wait_for(lambda: command.process.poll() is not None, timeout=60)
+    assert time.monotonic() - start < 30
+    for address, command in commands.items():
+        _, err = command.process.communicate()
+        assert command.process.returncode == 1, err
+        assert re.fullmatch(r'segtrack-fleet: error: no Ray cluster answers at [0-9.]+:1 '
+                            rf"\(--address '{re.escape(address)}'\): Connection refused\n",
+                            err), err
+        assert not command.names, command.names
+    assert not (tmp_path / 'out').exists()
 
 
 def test_flags_are_checked_before_ray_starts(tmp_path):

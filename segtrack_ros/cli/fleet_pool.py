@@ -9,9 +9,11 @@ per bag.
 
 import argparse
 from collections import deque
+import os
 from pathlib import Path
 import re
 import shutil
+import socket
 import sys
 import time
 
@@ -68,10 +70,10 @@ class BagWorker:
             self.error = error
 
     def ready(self):
-        """Return once the model is loaded; raise the SegmenterError of one that cannot."""
+        """Return this worker's name (host:pid) once the model is loaded, or raise its error."""
         if self.error is not None:
             raise self.error
-        return True
+        return f'{socket.gethostname()}:{os.getpid()}'
 
     def process(self, args, source, target):
         """Run `segtrack-bag` on bag `source` into `target`; return its `BagSummary`."""
@@ -83,8 +85,28 @@ class BagWorker:
         return self.segmenter.frames
 
 
+def worker_plan(resources, cpus_per_task, gpus_per_task, bags):
+    """
+    Return (workers, GPUs per worker) for a cluster of `resources` (Ray's {'CPU': n, 'GPU': n}).
+
+    GPUs per worker default (`gpus_per_task` None) to 1 when the cluster has GPUs, else 0; as
+    many workers as its CPUs and GPUs hold, at most one per bag. UsageError when none fits.
+    """
+    cpus, gpus_total = resources.get('CPU', 0), resources.get('GPU', 0)
+    gpus = (1.0 if gpus_total else 0.0) if gpus_per_task is None else gpus_per_task
+    workers = min(int(cpus // cpus_per_task), bags)
+    if gpus:
+        workers = min(workers, int(gpus_total // gpus))
+    if workers < 1:
+        raise UsageError(f'no worker fits the cluster ({cpus:g} CPUs, {gpus_total:g} GPUs) with '
+                         f'--cpus-per-task {cpus_per_task:g} --gpus-per-task {gpus:g}')
+    return workers, gpus
+
+
 class Fleet:
     """The driver: the pool of workers, the bags to give them, their retries and results."""
+
+    worker = BagWorker  # the class of its workers (a test gives one whose bags always fail)
 
     def __init__(self, ray, args, jobs, progress=True):
         self.ray = ray
@@ -98,28 +120,14 @@ class Fleet:
         self.frames_done = 0
         self.bar = None
         self.new_worker = None  # starts one worker (an actor) of the job's resources
-
-    def slots(self, cpus, gpus):
-        """Return how many workers the cluster can hold at once (0: none fits)."""
-        resources = self.ray.cluster_resources()
-        slots = int(resources.get('CPU', 0) // cpus)
-        if gpus:
-            slots = min(slots, int(resources.get('GPU', 0) // gpus))
-        return min(slots, len(self.queue))
+        self.names = {}  # worker -> its name (host:pid), for the summary
 
     def run(self):
         """Process every queued bag; return {name: row of summary.csv}."""
         args = self.args
-        gpus = args.gpus_per_task
-        if gpus is None:
-            gpus = 1.0 if self.ray.cluster_resources().get('GPU', 0) else 0.0
-        count = self.slots(args.cpus_per_task, gpus)
-        if count < 1:
-            raise UsageError(
-                f'no worker fits the cluster ({self.ray.cluster_resources().get("CPU", 0):g} '
-                f'CPUs, {self.ray.cluster_resources().get("GPU", 0):g} GPUs) with '
-                f'--cpus-per-task {args.cpus_per_task:g} --gpus-per-task {gpus:g}')
-        worker_class = self.ray.remote(BagWorker).options(
+        count, gpus = worker_plan(self.ray.cluster_resources(), args.cpus_per_task,
+                                  args.gpus_per_task, len(self.queue))
+        worker_class = self.ray.remote(self.worker).options(
             num_cpus=args.cpus_per_task, num_gpus=gpus, max_concurrency=2)
         threads = max(1, int(args.cpus_per_task))
         self.new_worker = lambda: worker_class.remote(self.bag_args, threads)
@@ -135,9 +143,10 @@ class Fleet:
     def _check_workers(self, workers):
         """Wait for the models to load; a model that cannot load stops the job (one line)."""
         try:
-            self.ray.get([worker.ready.remote() for worker in workers])
+            names = self.ray.get([worker.ready.remote() for worker in workers])
         except self.ray.exceptions.RayError as error:
             raise SegmenterError(_reason(error)) from None
+        self.names.update(zip(workers, names))
 
     def _dispatch(self, workers):
         from ultralytics.utils.tqdm import TQDM
@@ -167,7 +176,7 @@ class Fleet:
                         self._started(task, starting.pop(task), idle, workers)
                         continue
                     worker, path, name, attempt = running.pop(task)
-                    if self._collect(task, path, name, attempt):
+                    if self._collect(task, path, name, attempt, self.names[worker]):
                         # Its process died: a new worker (a new process, the model loaded
                         # again) takes its place once it is ready.
                         self.ray.kill(worker, no_restart=True)
@@ -190,15 +199,15 @@ class Fleet:
     def _started(self, probe, worker, idle, workers):
         """Put a new worker to work, or drop it when it did not start."""
         try:
-            self.ray.get(probe)
+            self.names[worker] = self.ray.get(probe)
             idle.append(worker)
         except self.ray.exceptions.RayError:
             self.ray.kill(worker, no_restart=True)
             workers.remove(worker)
 
-    def _collect(self, task, path, name, attempt):
+    def _collect(self, task, path, name, attempt, worker):
         """
-        Record one attempt's outcome; a failure that may pass next time goes back in the queue.
+        Record one attempt's outcome (on `worker`, a name); one that may pass next time is queued.
 
         A worker that died or an unexpected exception is retried, while attempts are left; an
         error of the bag itself (`DETERMINISTIC`: unreadable, bad options) is reported at once.
@@ -213,24 +222,24 @@ class Fleet:
                                                      DETERMINISTIC):
                 self.queue.append((path, name, attempt + 1))
             else:
-                self._fail(path, name, attempt, _reason(error))
+                self._fail(path, name, attempt, _reason(error), worker)
             return isinstance(error, self.ray.exceptions.RayActorError)
         self.frames_done += summary.frames
         self.results[name] = {
             'bag': name, 'input': path, 'status': 'done', 'frames': summary.frames,
             'seconds': f'{summary.seconds:.2f}', 'fps': f'{summary.fps:.1f}',
             'instances': summary.instances, 'tracks': summary.tracks,
-            'skipped_frames': len(summary.skipped), 'attempts': attempt}
+            'skipped_frames': len(summary.skipped), 'attempts': attempt, 'worker': worker}
         return False
 
-    def _fail(self, path, name, attempts, reason):
+    def _fail(self, path, name, attempts, reason, worker=''):
         """Report bag `name` as failed: one line on stderr, its row of the summary."""
         self.bar.clear()  # the line of its own, not after the bar
         print(f'segtrack-fleet: {path}: failed after {attempts} attempt(s): {reason}',
               file=sys.stderr)
         self.bar.refresh()
         self.results[name] = {'bag': name, 'input': path, 'status': 'failed',
-                              'attempts': attempts, 'reason': reason}
+                              'attempts': attempts, 'worker': worker, 'reason': reason}
 
     def _fail_queued(self, reason):
         while self.queue:
