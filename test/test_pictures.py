@@ -14,7 +14,7 @@ import cv2
 REPO = Path(__file__).resolve().parents[1]
 FRAMES = ('predict.png', 'track.png', 'labels.png', 'from-above.png')
 PLOTS = ('bench-results.png', 'bench-soak.png', 'bench-masks.png', 'bench-cameras.png',
-         'bench-bag.png', 'bench-exports.png')
+         'bench-bag.png', 'bench-exports.png', 'bench-fleet.png')
 
 
 def make_pictures(output):

@@ -14,20 +14,22 @@ fewer than 240 instances the top of the frame. For 1, 10, 50, 100 and 300 instan
 - peak RSS of the process after the package's frames (model loaded, raw predict not yet run),
   and after the raw predicts too.
 
-Then the whole programs at 300 instances: `segtrack-video` (its own summary's fps) against the
-old guide's loop (`benchlib.guide_loop`, `masks.xy` + `seg_bbox`), on a video of the same
-frames, each in its own process. Last, the node at 1920×1080 / 300 instances over DDS, all
+Then the whole programs at every count, at 768×576 and 1920×1080: `segtrack-video` (its own
+summary's fps) against the old guide's loop (`benchlib.guide_loop`, `masks.xy` + `seg_bbox`),
+predict and track, `max_det` set to the count, on a video of the same frames, each in its own
+process with its peak RSS. Last, the node at 1920×1080 / 300 instances over DDS, all
 outputs subscribed, against raw `model.predict` with the same input publisher running
 (`node_row`). Times are medians per frame; torch uses the package's thread count everywhere
 (`--threads` sets it). Writes bench/masks.md (and prints it); videos go
 to output/bench_masks/. The script is over the usual length because its one page needs all of
 this: the crowd model, the per-process worker, the whole programs, the node row and the report.
 
-    .venv/bin/python tools/bench_masks.py [--frames 5] [--video-frames 30] [--threads N]
-                                          [--output FILE]
+    .venv/bin/python tools/bench_masks.py [--frames 5] [--video-frames 30] [--rounds 1]
+                                          [--threads N] [--output FILE]
 """
 
 import argparse
+import itertools
 import json
 import os
 from pathlib import Path
@@ -206,23 +208,36 @@ def scene_video(size, frames):
     return video
 
 
-def whole_programs(model, size, frames, threads):
-    """Run segtrack-video and the guide's loop (predict, track) on one video; return fps rows."""
+def whole_programs(model, size, count, frames, threads, rounds):
+    """
+    Run segtrack-video and the guide's loop (predict, track) at `count` instances; fps rows.
+
+    Each program and mode runs `rounds` times, the two programs in turn (the other one first
+    every other round), and its fastest run counts: on a shared machine a burst of other work
+    slows single runs of a few seconds by 2 x or more.
+    """
     video = scene_video(size, frames)
     rows = {}
-    for mode in ('predict', 'track'):
-        guide = benchlib.baseline_row(f'guide-{mode}', model, IMGSZ, video, frames, threads)
-        rows[f'guide {mode}'] = {'fps': guide['fps'], 'peak_rss_mb': guide['peak_rss_mb']}
-        rows[f'segtrack-video {mode}'] = segtrack_video(model, video, mode, frames, threads)
+    for turn, mode in itertools.product(range(rounds), ('predict', 'track')):
+        programs = {
+            'guide': lambda: benchlib.baseline_row(f'guide-{mode}', model, IMGSZ, video, frames,
+                                                   threads, max_det=count),
+            'segtrack-video': lambda: segtrack_video(model, video, mode, count, frames,
+                                                     threads)}
+        for program in sorted(programs, reverse=bool(turn % 2)):
+            found = programs[program]()
+            best = rows.setdefault(f'{program} {mode}', found)
+            if found['fps'] > best['fps']:
+                rows[f'{program} {mode}'] = found
     return rows
 
 
-def segtrack_video(model, video, mode, frames, threads):
+def segtrack_video(model, video, mode, count, frames, threads):
     """Run the segtrack-video console script; return its own fps and its peak RSS."""
     return benchlib.console_script('segtrack-video', [
         video, '--model', model, '--imgsz', IMGSZ, '--mode', mode, '--device', 'cpu',
-        '--no-show', '--max-frames', frames, '--output', WORK / f'{video.stem}-{mode}.avi'],
-        threads)
+        '--max-det', count, '--no-show', '--max-frames', frames,
+        '--output', WORK / f'{video.stem}-{mode}.avi'], threads)
 
 
 def node_row(model, frames, threads):
@@ -261,12 +276,20 @@ def render_report(rows, programs, node, run):
             f'{row["process"]:.0f} | {row["process"] / row["predict"]:.2f} | '
             f'{row["labels"]:.1f} | {row["draw"]:.1f} | {row["encode"]:.1f} | '
             f'{row["package_rss"]:.0f} / {row["total_rss"]:.0f} |')
-    program_lines = ['| frame (300 instances) | program | frames/s | peak RSS MB |',
-                     '|---|---|---:|---:|']
-    for size, found in programs.items():
-        for name, row in found.items():
-            program_lines.append(f'| {size[0]}×{size[1]} | {name} | {row["fps"]:.2f} | '
-                                 f'{row["peak_rss_mb"]:.0f} |')
+    program_lines = ['| frame | instances | program | predict frames/s | track frames/s | '
+                     'peak RSS MB (predict / track) |', '|---|---:|---|---:|---:|---:|']
+    for (size, count), found in programs.items():
+        for program in ('guide', 'segtrack-video'):
+            cells = []
+            for mode in ('predict', 'track'):
+                fps = found[f'{program} {mode}']['fps']
+                ratio = fps / found[f'guide {mode}']['fps']
+                cells.append(f'{fps:.2f}' + (f' ({ratio:.2f} × guide)' if program != 'guide'
+                                             else ''))
+            program_lines.append(
+                f'| {size[0]}×{size[1]} | {count} | {program} | {cells[0]} | {cells[1]} | '
+                f'{found[f"{program} predict"]["peak_rss_mb"]:.0f} / '
+                f'{found[f"{program} track"]["peak_rss_mb"]:.0f} |')
     return f"""# Masks against instance count and frame size
 
 `tools/bench_masks.py` ({run['date']}, {run['minutes']:.1f} min) on:
@@ -286,10 +309,12 @@ of {DRAW_RUNS} processes by label images + draw (see the targets).
 
 {chr(10).join(lines)}
 
-Whole programs at 300 instances, {run['video_frames']} frames of the same scene (MJPG), each in its
-own process: `segtrack-video` (its summary's fps: read, segment, draw + write in three threads)
-against the old guide's loop (`tools/benchlib.py` `guide_loop`: predict or track, `masks.xy`,
-`seg_bbox`, write, one after the other).
+Whole programs at each count (`max_det` = the count), {run['video_frames']} frames of the same
+scene (MJPG), each program and mode in its own process: `segtrack-video` (its summary's fps:
+read, segment, draw + write in three threads) against the old guide's loop
+(`tools/benchlib.py` `guide_loop`: predict or track, `masks.xy`, `seg_bbox`, write, one after
+the other); the tracker is the package's default in both. The fastest of {run['rounds']} run(s)
+of each, the two programs in turn; peak RSS: that run's process's own.
 
 {chr(10).join(program_lines)}
 
@@ -337,10 +362,12 @@ def targets(rows, programs, node):
             spread = max(found) - min(found)
             lines.append(f'- peak RSS flat within 100 MB from 1 to 300 instances at '
                          f'{size[0]}×{size[1]}: {spread:.0f} MB → {verdict(spread <= 100)}')
-    for size, found in programs.items():
+    for (size, count), found in programs.items():
+        if count != COUNTS[-1]:
+            continue
         for mode in ('predict', 'track'):
             ratio = found[f'segtrack-video {mode}']['fps'] / found[f'guide {mode}']['fps']
-            lines.append(f'- segtrack-video ≥ 1.3 × guide at {size[0]}×{size[1]} / 300 '
+            lines.append(f'- segtrack-video ≥ 1.3 × guide at {size[0]}×{size[1]} / {count} '
                          f'({mode}): {ratio:.2f} → {verdict(ratio >= 1.3)}')
     ratio = node['fps'] / node['raw_fps']
     lines.append(f'- node processed rate ≥ 0.9 × raw predict at {NODE_SIZE[0]}×{NODE_SIZE[1]} / '
@@ -354,6 +381,8 @@ def main():
     parser.add_argument('--frames', type=int, default=5, help='frames per size and count')
     parser.add_argument('--video-frames', type=int, default=30,
                         help='frames of the whole-program runs')
+    parser.add_argument('--rounds', type=int, default=1,
+                        help='runs of each whole program and mode, in turn; the fastest counts')
     parser.add_argument('--output', type=Path, default=benchlib.REPO / 'bench' / 'masks.md')
     parser.add_argument('--worker', action='store_true', help=argparse.SUPPRESS)
     parser.add_argument('--model', help=argparse.SUPPRESS)
@@ -380,9 +409,12 @@ def main():
             rows[size, count] = measure(model, size, count, args.frames, threads)
             print(f'bench_masks:   {rows[size, count]}', flush=True)
     for size in PROGRAM_SIZES:
-        print(f'bench_masks: whole programs at {size[0]}x{size[1]} ...', flush=True)
-        programs[size] = whole_programs(model, size, args.video_frames, threads)
-        print(f'bench_masks:   {programs[size]}', flush=True)
+        for count in COUNTS:
+            print(f'bench_masks: whole programs at {size[0]}x{size[1]}, {count} instances ...',
+                  flush=True)
+            programs[size, count] = whole_programs(model, size, count, args.video_frames,
+                                                   threads, args.rounds)
+            print(f'bench_masks:   {programs[size, count]}', flush=True)
     print('bench_masks: the node at 1920x1080 ...', flush=True)
     raw_fps, node = node_row(model, args.video_frames, threads)
     node['raw_fps'] = raw_fps
@@ -391,7 +423,7 @@ def main():
     report = render_report(rows, programs, node, {
         'date': date, 'minutes': (time.monotonic() - started) / 60, 'machine': benchlib.machine(),
         'loads': '; '.join(loads), 'threads': threads, 'frames': args.frames,
-        'video_frames': args.video_frames})
+        'video_frames': args.video_frames, 'rounds': args.rounds})
     print('\n' + report)
     args.output.parent.mkdir(parents=True, exist_ok=True)
     args.output.write_text(report)

@@ -17,14 +17,17 @@ and from the tables of bench/*.md (matplotlib), when the page exists:
 
 - bench-results.png: frames per second of raw predict, the guide's loop, segtrack-video and the
   node (bench/results.md);
-- bench-masks.png: `Segmenter.process` and `model.predict` per second, and peak RSS, against the
-  instance count (bench/masks.md);
+- bench-masks.png: against the instance count (bench/masks.md), frames per second of
+  `segtrack-video` and the guide's loop (predict, track) and their peak RSS (track), and
+  `Segmenter.process` beside `model.predict` per second;
 - bench-soak.png: the node's RSS and processed rate minute by minute (bench/soak.md);
 - bench-cameras.png: RSS and frames per second in all, one node against one node per camera
   (bench/cameras.md);
 - bench-bag.png: frames per second of segtrack-video and segtrack-bag (bench/bag.md);
 - bench-exports.png: frames per second of the .pt, ONNX and OpenVINO, raw, in segtrack-video and
-  in the node (bench/exports.md).
+  in the node (bench/exports.md);
+- bench-fleet.png: bags per hour and CPU seconds of a loop of segtrack-bag and of segtrack-fleet
+  with 1 and 2 workers (bench/fleet.md).
 
 Frames are written as palette PNGs (256 colours, no dithering), a few hundred KB at most. The
 module is a little over the usual length: one short plot function per bench/ page.
@@ -33,9 +36,11 @@ module is a little over the usual length: one short plot function per bench/ pag
 """
 
 import argparse
+import itertools
 import os
 from pathlib import Path
 import re
+import textwrap
 
 import numpy as np
 
@@ -210,15 +215,16 @@ def number(text):
     return float(re.search(r'-?[0-9]+(?:\.[0-9]+)?', text).group())
 
 
-def figure(columns, width=4.2):
-    """Return a matplotlib figure of `columns` plots side by side, drawn without a display."""
+def figure(columns, width=4.2, rows=1):
+    """Return a matplotlib figure of `rows` x `columns` plots, drawn without a display."""
     import matplotlib
 
     matplotlib.use('Agg')
     from matplotlib import pyplot
 
     pyplot.rcParams.update({'font.size': 9, 'svg.hashsalt': 'segtrack'})
-    return pyplot.subplots(1, columns, figsize=(width * columns, 3.2), dpi=100, squeeze=False)
+    return pyplot.subplots(rows, columns, figsize=(width * columns, 3.2 * rows), dpi=100,
+                           squeeze=False)
 
 
 def save_plot(fig, path):
@@ -256,33 +262,59 @@ def plot_results(page, path):
 
 
 def plot_masks(page, path):
-    """Plot rate and peak RSS against instance count, per frame size (bench/masks.md)."""
-    table = table_with(page, '`Segmenter.process` ms')
-    header = table[0]
-    column = {name: next(i for i, cell in enumerate(header) if cell.startswith(name))
-              for name in ('frame', 'instances', '`model.predict` ms', '`Segmenter.process` ms',
-                           'peak RSS')}
-    fig, axes = figure(2)
-    rate, memory = axes[0]
-    for size in dict.fromkeys(cells[column['frame']] for cells in table[1:]):
-        rows = [cells for cells in table[1:] if cells[column['frame']] == size]
+    """
+    Plot the programs and the segmenter against instance count, per frame size (masks.md).
+
+    Frames per second of `segtrack-video` (solid) and the guide's loop (dashed), predict and
+    track, with the peak RSS of their track runs; then `Segmenter.process` (solid) beside raw
+    `model.predict` (dashed) per second. One colour per frame size in every panel.
+    """
+    steps = table_with(page, '`Segmenter.process` ms')
+    programs = table_with(page, 'track frames/s')
+    colours = {size: f'C{index}' for index, size in
+               enumerate(dict.fromkeys(cells[0] for cells in steps[1:] + programs[1:]))}
+    column = {name: programs[0].index(name) for name in (
+        'instances', 'program', 'predict frames/s', 'track frames/s',
+        'peak RSS MB (predict / track)')}
+    fig, axes = figure(2, rows=2)
+    (predict, track), (memory, segmenter) = axes
+    for (size, colour), (program, style) in itertools.product(
+            colours.items(), (('segtrack-video', 'o-'), ('guide', 's--'))):
+        rows = [cells for cells in programs[1:]
+                if cells[0] == size and cells[column['program']] == program]
+        if not rows:
+            continue
         counts = [number(cells[column['instances']]) for cells in rows]
-        line, = rate.plot(counts, [1000 / number(cells[column['`Segmenter.process` ms']])
-                                   for cells in rows], 'o-', label=f'{size} Segmenter.process')
-        rate.plot(counts, [1000 / number(cells[column['`model.predict` ms']]) for cells in rows],
-                  's--', color=line.get_color(), label=f'{size} model.predict')
-        for part, style, name in ((0, 'o-', 'package'), (1, 's--', 'after raw predict too')):
-            memory.plot(counts, [number(cells[column['peak RSS']].split('/')[part])
-                                 for cells in rows], style, color=line.get_color(),
-                        label=f'{size} {name}')
-    rate.set_title('frames per second (bench/masks.md)')
-    memory.set_title('peak RSS of the process, MB')
-    for axis in (rate, memory):
+        name = f"{size} {program.replace('guide', 'guide loop')}"
+        for axis, key in ((predict, 'predict frames/s'), (track, 'track frames/s')):
+            axis.plot(counts, [number(cells[column[key]]) for cells in rows], style,
+                      color=colour, label=name)
+        memory.plot(counts, [number(cells[column['peak RSS MB (predict / track)']].split('/')[1])
+                             for cells in rows], style, color=colour, label=name)
+    header = steps[0]
+    count, predicted, processed = (
+        next(i for i, cell in enumerate(header) if cell.startswith(name))
+        for name in ('instances', '`model.predict` ms', '`Segmenter.process` ms'))
+    for size, colour in colours.items():
+        rows = [cells for cells in steps[1:] if cells[0] == size]
+        counts = [number(cells[count]) for cells in rows]
+        for index, style, name in ((processed, 'o-', 'Segmenter.process'),
+                                   (predicted, 's--', 'model.predict')):
+            segmenter.plot(counts, [1000 / number(cells[index]) for cells in rows], style,
+                           color=colour, label=f'{size} {name}')
+    for axis, title, unit in (
+            (predict, 'whole programs, predict (bench/masks.md)', 'frames per second'),
+            (track, 'whole programs, track', 'frames per second'),
+            (memory, 'whole programs, track: peak RSS', 'MB'),
+            (segmenter, 'one frame, predict', 'frames per second')):
+        axis.set_title(title)
+        axis.set_ylabel(unit)
         axis.set_xscale('log')
-        axis.set_xticks(sorted(set(counts)), [f'{count:.0f}' for count in sorted(set(counts))])
+        ticks = sorted({number(cells[column['instances']]) for cells in programs[1:]})
+        axis.set_xticks(ticks, [f'{tick:.0f}' for tick in ticks])
         axis.set_xlabel('instances per frame')
+        axis.set_ylim(bottom=0)
         axis.legend(fontsize=6)
-    memory.set_ylim(bottom=0)
     save_plot(fig, path)
 
 
@@ -373,12 +405,33 @@ def plot_exports(page, path):
     save_plot(fig, path)
 
 
+def plot_fleet(page, path):
+    """Plot bags per hour and CPU seconds: a loop of segtrack-bag, segtrack-fleet (fleet.md)."""
+    table = table_with(page, 'bags per hour')
+    header = table[0]
+    how, workers = header.index('how'), header.index('workers × torch threads')
+    names = [textwrap.fill(cells[how].split(' code')[0], 16, break_on_hyphens=False)
+             + f'\n{cells[workers]} threads' for cells in table[1:]]
+    fig, axes = figure(2)
+    for axis, (heading, title) in zip(axes[0], (
+            ('bags per hour', 'bags per hour, 2 cores (bench/fleet.md)'),
+            ('CPU s', 'CPU seconds, all processes'))):
+        index = next(i for i, cell in enumerate(header) if cell.startswith(heading))
+        bars = axis.bar(np.arange(len(names)), [number(cells[index]) for cells in table[1:]],
+                        0.6, color=[f'C{position}' for position in range(len(names))])
+        axis.bar_label(bars, fmt='%g', fontsize=7)
+        axis.set_xticks(np.arange(len(names)), names, fontsize=7)
+        axis.set_title(title)
+    save_plot(fig, path)
+
+
 PLOTS = (('results.md', 'bench-results.png', plot_results),
          ('soak.md', 'bench-soak.png', plot_soak),
          ('masks.md', 'bench-masks.png', plot_masks),
          ('cameras.md', 'bench-cameras.png', plot_cameras),
          ('bag.md', 'bench-bag.png', plot_bag),
-         ('exports.md', 'bench-exports.png', plot_exports))
+         ('exports.md', 'bench-exports.png', plot_exports),
+         ('fleet.md', 'bench-fleet.png', plot_fleet))
 
 
 def main():
