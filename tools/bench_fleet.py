@@ -18,7 +18,7 @@ machine vary with the other processes' load, so CPU time is measured too: of eve
 the run (the loop's own; or the driver, Ray's servers and agents, and the workers). Outputs are
 removed after each run. Writes bench/fleet.md (and prints it); the bags go to output/bench_fleet/.
 
-    .venv/bin/python tools/bench_fleet.py [--bags 6] [--frames 20] [--repeat 2]
+    .venv/bin/python tools/bench_fleet.py [--bags 12] [--frames 40] [--repeat 2]
                                           [--output bench/fleet.md]
 """
 
@@ -204,8 +204,8 @@ def report(args, runs, ray_seconds, loads):
 def main():
     """Measure the loop and the fleet with 1 and 2 workers; print and write the report."""
     parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
-    parser.add_argument('--bags', type=int, default=6)
-    parser.add_argument('--frames', type=int, default=20, help='frames per bag')
+    parser.add_argument('--bags', type=int, default=12)
+    parser.add_argument('--frames', type=int, default=40, help='frames per bag')
     parser.add_argument('--repeat', type=int, default=2)
     parser.add_argument('--output', type=Path, default=benchlib.REPO / 'bench' / 'fleet.md')
     if sys.argv[1:2] == ['--loop-worker']:
