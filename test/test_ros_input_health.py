@@ -17,7 +17,7 @@ import rclpy
 from rclpy.executors import SingleThreadedExecutor
 from rclpy.qos import DurabilityPolicy, qos_profile_sensor_data, QoSProfile, ReliabilityPolicy
 from ros_harness import ProbeNode, wait_until
-from segtrack_ros.ros.input_health import InputHealth, type_name
+from segtrack_ros.ros.input_health import InputHealth, type_name, UNKNOWN_NODE
 from sensor_msgs.msg import CompressedImage, Image
 
 STALL_SECONDS = 1.0
@@ -159,11 +159,18 @@ def assert_logged(probe, host, warnings, infos):
 
 
 def start_camera(cleanup, probe, topic, **options):
-    """Start a camera and wait until the graph shows one more publisher of `topic`."""
+    """
+    Start a camera and wait until the graph shows one more publisher of `topic`, by node name.
+
+    DDS can announce the publisher before its node's name (ROS sends node names on a topic of
+    its own); the explanations under test name the node, so the graph must know it first.
+    """
     before = probe.node.count_publishers(topic)
     camera = Camera(topic, **options)
     cleanup(camera)
-    assert wait_until(lambda: probe.node.count_publishers(topic) > before, TIMEOUT)
+    assert wait_until(lambda: probe.node.count_publishers(topic) > before and all(
+        info.node_name != UNKNOWN_NODE for info in probe.node.get_publishers_info_by_topic(topic)),
+        TIMEOUT)
     return camera
 
 
