@@ -95,7 +95,7 @@ class Managed:
         assert client.wait_for_services(timeout_sec=TIMEOUT)
         future = client.set_parameters([Parameter(name, value=value)
                                         for name, value in values.items()])
-        assert wait_until(future.done)
+        assert wait_until(future.done), self.process.output
         return future.result().results
 
     def message(self, frame, header):

@@ -1,10 +1,12 @@
 """
-The DDS transport profile the node applies to itself for large images.
+The Fast DDS profile the node applies to itself, for large images and service answers.
 
 Fast DDS's default transports lose every large image on the way to a best-effort subscriber in
 another process; the profile in `config/fastdds_large_data.xml` (shared memory with a 32 MB
-segment, plus UDPv4) fixes that from the publishing side alone. It is applied only when Fast DDS
-is the middleware and the user has not chosen a profile of their own.
+segment, plus UDPv4) fixes that from the publishing side alone. It also lets a service response
+wait 5 s instead of 100 ms for its caller to be discovered, so that a parameter or lifecycle call
+to a node that has just started is answered late rather than never. It is applied only when Fast
+DDS is the middleware and the user has not chosen a profile of their own.
 """
 
 import os
