@@ -7,6 +7,7 @@ gives real tracks and classes, so resets, ids and colours can be told apart.
 """
 
 from functools import lru_cache
+import os
 import signal
 import time
 
@@ -563,15 +564,37 @@ def test_missing_reid_model_at_start_is_one_line(tmp_path, reid_model, message):
 
 @pytest.mark.parametrize('sig', [signal.SIGINT, signal.SIGTERM])
 def test_signals_stop_the_node_cleanly(probe, sig):
-    """SIGINT and SIGTERM end the node within 2 s with exit code 0 and no traceback."""
+    """
+    SIGINT and SIGTERM end the node within 2 s with exit code 0, no traceback, nothing left.
+
+    Fast DDS keeps each participant's shared-memory segment in a file in /dev/shm, in RAM, until
+    the participant is destroyed: a node that skipped that left 35 MB there at every stop.
+    """
     namespace = f'/stop_{sig.name.lower()}'
     process = NodeProcess('segtrack_node', {'model': 'yolov8n-seg.yaml', 'device': 'cpu'},
                           namespace)
     assert probe.wait_for_graph(
         lambda node: node.count_subscribers(f'{namespace}/image') > 0, TIMEOUT), process.output
+    segments = shared_memory_segments(process.process.pid)
+    assert segments, 'the node maps no Fast DDS segment: this test would see no leak'
     code, seconds = process.stop(sig)
     assert code == 0 and seconds < 2.0, (code, seconds, process.output)
     assert 'Traceback' not in process.output
+    assert not [path for path in segments if os.path.exists(path)]
+
+
+def shared_memory_segments(pid):
+    """
+    Return the Fast DDS segment files a process owns.
+
+    It maps other participants' segments too, and ports that others share; its own are those
+    whose `_el` lock file it holds open.
+    """
+    descriptors = f'/proc/{pid}/fd'
+    locks = {os.readlink(os.path.join(descriptors, name)) for name in os.listdir(descriptors)}
+    return sorted(lock.removesuffix('_el') for lock in locks
+                  if lock.startswith('/dev/shm/fastdds_') and lock.endswith('_el')
+                  and not lock.startswith('/dev/shm/fastdds_port'))
 
 
 def test_annotated_frame_is_the_frame_when_nothing_is_found(probe, segtrack, outputs,

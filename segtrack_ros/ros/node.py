@@ -451,9 +451,13 @@ class SegTrackNode(LifecycleNode):
         return problem, explanation
 
     def destroy_node(self):
-        """Close the pipeline, then the node."""
+        """Close the pipeline, then the node and its lifecycle state machine."""
         self._release()
         super().destroy_node()
+        # rclpy's LifecycleNode leaves its state machine, which keeps the node and so the DDS
+        # participant alive until garbage collection; run_node exits before that, and Fast DDS's
+        # shared-memory files (35 MB) would stay in /dev/shm after every run.
+        self._state_machine.destroy_when_not_in_use()
 
 
 def main(args=None):
