@@ -340,7 +340,8 @@ def test_three_cameras_a_flooding_one_starves_nobody(probe):
         flooding = threading.Thread(target=flood, daemon=True)
         flooding.start()
         waits = []
-        for index in range(1, 7):
+        rounds = 6
+        for index in range(1, rounds + 1):
             slow = [right] + ([back] if index % 2 else [])  # right at twice back's rate
             sent = time.monotonic()
             headers = [camera.publish(scenes[camera.name][index]) for camera in slow]
@@ -354,7 +355,10 @@ def test_three_cameras_a_flooding_one_starves_nobody(probe):
         # Typically the inference in progress and the next one (its outputs may come before the
         # slow camera's); at worst a frame still on its way through DDS misses one more.
         assert sorted(waits)[len(waits) // 2] <= 2 and max(waits) <= 5, waits
-        assert len(left.outputs['detections'].messages) >= len(waits)  # served all along
+        # Served all along: every round took at least one inference, and every inference had a
+        # frame of left, which always has one waiting (right and back share an inference when
+        # they are sent together, so there may be fewer inferences than slow answers).
+        assert len(left.outputs['detections'].messages) >= rounds
         for camera in trio:
             for message in camera.outputs['instance_mask'].messages:
                 assert message.header.frame_id == camera.frame_id
