@@ -9,6 +9,7 @@ field for field and travel over DDS intact.
 import json
 import os
 from pathlib import Path
+import signal
 import subprocess
 import sys
 import time
@@ -250,9 +251,12 @@ try:
     qos = QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE)
     publisher = node.create_publisher(Detection2DArray, sys.argv[1], qos)
     deadline = time.monotonic() + 30.0
-    while time.monotonic() < deadline:
+    while rclpy.ok() and time.monotonic() < deadline:
         publisher.publish(msg)
         time.sleep(0.1)
+except Exception:
+    if rclpy.ok():
+        raise
 finally:
     rclpy.try_shutdown()
 """
@@ -282,8 +286,13 @@ def test_detection_array_from_another_process():
         assert child.poll() is None, f'publisher process exited early ({child.returncode})'
         _assert_intact(received, sent)
     finally:
-        child.kill()
-        child.wait(timeout=10)
+        # SIGINT, not SIGKILL: a killed process leaves its DDS shared memory in /dev/shm.
+        child.send_signal(signal.SIGINT)
+        try:
+            child.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            child.kill()
+            child.wait()
 
 
 def test_label_info_reaches_a_late_subscriber():
