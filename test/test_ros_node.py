@@ -576,7 +576,7 @@ def test_signals_stop_the_node_cleanly(probe, sig):
     assert probe.wait_for_graph(
         lambda node: node.count_subscribers(f'{namespace}/image') > 0, TIMEOUT), process.output
     segments = shared_memory_segments(process.process.pid)
-    assert segments, 'the node maps no Fast DDS segment: this test would see no leak'
+    assert segments, 'the node owns no Fast DDS segment: this test would see no leak'
     code, seconds = process.stop(sig)
     assert code == 0 and seconds < 2.0, (code, seconds, process.output)
     assert 'Traceback' not in process.output
