@@ -10,7 +10,8 @@ import subprocess
 import sys
 import xml.etree.ElementTree as ElementTree
 
-from segtrack_ros.ros.transport import apply_large_data_profile, profile_path
+from segtrack_ros.ros.transport import (apply_large_data_profile, profile_path,
+                                        PROFILE_VARIABLES)
 
 FAST_DDS = {'dds': 'http://www.eprosima.com'}
 
@@ -31,7 +32,7 @@ rclpy.try_shutdown()
 
 def test_fast_dds_reads_the_profile_without_an_error():
     environ = {name: value for name, value in os.environ.items()
-               if name not in ('FASTDDS_DEFAULT_PROFILES_FILE', 'FASTRTPS_DEFAULT_PROFILES_FILE')}
+               if name not in PROFILE_VARIABLES}
     assert apply_large_data_profile(environ) == profile_path()
     result = subprocess.run([sys.executable, '-c', NODE], env=environ, capture_output=True,
                             text=True, timeout=60)
