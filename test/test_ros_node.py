@@ -591,7 +591,12 @@ def shared_memory_segments(pid):
     whose `_el` lock file it holds open.
     """
     descriptors = f'/proc/{pid}/fd'
-    locks = {os.readlink(os.path.join(descriptors, name)) for name in os.listdir(descriptors)}
+    locks = set()
+    for name in os.listdir(descriptors):
+        try:
+            locks.add(os.readlink(os.path.join(descriptors, name)))
+        except FileNotFoundError:  # a file the process closed in the meantime
+            pass
     return sorted(lock.removesuffix('_el') for lock in locks
                   if lock.startswith('/dev/shm/fastdds_') and lock.endswith('_el')
                   and not lock.startswith('/dev/shm/fastdds_port'))
